@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file nbuf/stats.h
+ * @brief Pool statistics: a snapshot struct and a printer.
+ *
+ * Counters are kept per thread and per arena and summed when you ask, so
+ * keeping them costs the allocation fast path a few plain adds. A snapshot
+ * taken while other threads allocate is approximate (each field is exact on
+ * its own at some instant); a snapshot taken while the pool is quiet is exact.
+ */
+#ifndef NBUF_STATS_H
+#define NBUF_STATS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A snapshot of a pool's counters. */
+struct nbuf_pool_stats {
+    uint64_t chunks;           /**< chunks currently taken from the backing */
+    uint64_t backing_bytes;    /**< bytes currently taken from the backing
+                                    (chunks and huge buffers) */
+    uint64_t used_bytes;       /**< size-class bytes of live buffers */
+    uint64_t requested_bytes;  /**< bytes live buffers asked for */
+    uint64_t cached_bytes;     /**< size-class bytes parked in thread caches
+                                    and arena stashes */
+    uint64_t live_buffers;     /**< pooled and huge buffers not yet released
+                                    (views and wrapped memory not included) */
+    uint64_t allocations;      /**< buffers allocated, ever */
+    uint64_t releases;         /**< buffers freed, ever */
+    uint64_t cache_hits;       /**< allocations served by a thread cache */
+    uint64_t cache_misses;     /**< allocations that had to fill the cache */
+    uint64_t remote_releases;  /**< frees on a thread other than the
+                                    allocating one */
+    uint64_t limit_failures;   /**< allocations refused by memory_limit */
+    uint64_t huge_allocations; /**< buffers larger than a chunk, ever */
+    uint64_t arenas;           /**< number of arenas */
+    uint64_t threads;          /**< threads holding a cache of this pool */
+    uint64_t empty_chunks;     /**< chunks with no page in use (reserve) */
+    uint64_t views;            /**< live views (slices, duplicates) */
+};
+
+/** Formats for nbuf_pool_print_stats(). */
+enum nbuf_stats_format {
+    NBUF_FORMAT_TEXT = 0, /**< human-readable, with a chunk occupancy map */
+    NBUF_FORMAT_JSON = 1, /**< one JSON object */
+};
+
+/**
+ * Take a snapshot of @p p's counters.
+ *
+ * @return 0; -EINVAL if @p p or @p out is NULL.
+ */
+int nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out);
+
+/**
+ * Print @p p's counters, per-arena figures and a per-chunk occupancy map to
+ * @p out. In the text map each character is one page: '.' free, '#' a page
+ * run in use, 's' a subpage run (its digit 0-9 when its elements are partly
+ * used: tenths in use).
+ *
+ * @param format NBUF_FORMAT_TEXT or NBUF_FORMAT_JSON.
+ * @return 0; -EINVAL for a NULL pool or stream or an unknown format; -EIO if
+ *         writing to @p out failed.
+ */
+int nbuf_pool_print_stats(struct nbuf_pool *p, FILE *out, int format);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NBUF_STATS_H */

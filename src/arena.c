@@ -1,0 +1,433 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Arenas: one lock each, owning chunks, the partial subpages of every small
+ * class, per-class stashes of ready pairs, and the buffer headers. Thread
+ * caches fill and flush here in batches; nothing here is on the fast path.
+ * Empty chunks go back to the backing beyond a reserve of one per arena.
+ */
+#include "internal.h"
+
+#define HEADERS_PER_BLOCK 64
+#define EMPTY_CHUNK_RESERVE 1
+
+void
+nbuf_arena_lock_(struct nbuf_arena *a)
+{
+    pthread_mutex_lock(&a->lock);
+#ifndef NDEBUG
+    a->owner = pthread_self();
+    a->owned = true;
+#endif
+}
+
+void
+nbuf_arena_unlock_(struct nbuf_arena *a)
+{
+#ifndef NDEBUG
+    a->owned = false;
+#endif
+    pthread_mutex_unlock(&a->lock);
+}
+
+#ifndef NDEBUG
+#define assert_locked(a)                                                                           \
+    nbuf_assert_internal((a)->owned &&pthread_equal((a)->owner, pthread_self()))
+#else
+#define assert_locked(a) ((void)(a))
+#endif
+
+int
+nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index)
+{
+    memset(a, 0, sizeof(*a));
+    a->pool = p;
+    a->index = index;
+    for (unsigned i = 0; i < p->ncached; i++) {
+        struct nbuf_stash *st = &a->stash[i];
+        st->cap = i < p->nsmall ? 2 * p->cfg.cache_small_count : 2 * p->cfg.cache_normal_count;
+        if (!st->cap)
+            continue;
+        st->items = malloc(st->cap * sizeof(*st->items));
+        if (!st->items)
+            goto out_stashes;
+    }
+    if (pthread_mutex_init(&a->lock, NULL) != 0)
+        goto out_stashes;
+    return 0;
+
+out_stashes:
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++)
+        free(a->stash[i].items);
+    return -ENOMEM;
+}
+
+/* ---- headers ---- */
+
+static struct nbuf *
+header_pop_locked(struct nbuf_arena *a)
+{
+    assert_locked(a);
+    if (!a->free_headers) {
+        if (a->nhblocks == a->hblocks_cap) {
+            uint32_t cap = a->hblocks_cap ? a->hblocks_cap * 2 : 16;
+            void **nb = realloc(a->hblocks, cap * sizeof(*nb));
+            if (!nb)
+                return NULL;
+            a->hblocks = nb;
+            a->hblocks_cap = cap;
+        }
+        struct nbuf *blk = calloc(HEADERS_PER_BLOCK, sizeof(*blk));
+        if (!blk)
+            return NULL;
+        a->hblocks[a->nhblocks++] = blk;
+        for (unsigned i = 0; i < HEADERS_PER_BLOCK; i++) {
+            blk[i].root = a->free_headers;
+            a->free_headers = &blk[i];
+        }
+        a->nfree_headers += HEADERS_PER_BLOCK;
+    }
+    struct nbuf *h = a->free_headers;
+    a->free_headers = h->root;
+    a->nfree_headers--;
+    h->root = NULL;
+    return h;
+}
+
+static void
+header_push_locked(struct nbuf_arena *a, struct nbuf *h)
+{
+    assert_locked(a);
+    h->mem = NULL;
+    h->root = a->free_headers;
+    a->free_headers = h;
+    a->nfree_headers++;
+}
+
+unsigned
+nbuf_arena_alloc_headers_(struct nbuf_arena *a, struct nbuf **out, unsigned n)
+{
+    unsigned got = 0;
+    nbuf_arena_lock_(a);
+    while (got < n && (out[got] = header_pop_locked(a)))
+        got++;
+    nbuf_arena_unlock_(a);
+    if (!got)
+        errno = ENOMEM;
+    return got;
+}
+
+void
+nbuf_headers_free_(struct nbuf_pool *p, struct nbuf **items, unsigned n)
+{
+    /* Headers are interchangeable: any arena will do; use the first. */
+    struct nbuf_arena *a = &p->arenas[0];
+    nbuf_arena_lock_(a);
+    for (unsigned i = 0; i < n; i++)
+        header_push_locked(a, items[i]);
+    nbuf_arena_unlock_(a);
+}
+
+/* ---- memory ---- */
+
+static struct nbuf_arena *
+pair_arena(const struct nbuf *b)
+{
+    if (b->kind == NBUF_KIND_SMALL)
+        return ((struct nbuf_subpage *)b->slab)->chunk->arena;
+    return ((struct nbuf_chunk *)b->slab)->arena;
+}
+
+static void
+chunk_link(struct nbuf_arena *a, struct nbuf_chunk *c)
+{
+    c->prev = NULL;
+    c->next = a->chunks;
+    if (a->chunks)
+        a->chunks->prev = c;
+    a->chunks = c;
+    a->nchunks++;
+    a->nempty++;
+}
+
+static void
+chunk_unlink_free(struct nbuf_arena *a, struct nbuf_chunk *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->chunks = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    a->nchunks--;
+    a->nempty--;
+    nbuf_chunk_free_(c);
+}
+
+/* A run of npages from any chunk, preferring chunks already in use so that
+ * empty ones stay empty and can go back to the backing. */
+static uint32_t
+run_alloc_locked(struct nbuf_arena *a, uint32_t npages, enum nbuf_run_state st,
+                 struct nbuf_chunk **out)
+{
+    assert_locked(a);
+    for (int pass = 0; pass < 2; pass++) {
+        for (struct nbuf_chunk *c = a->chunks; c; c = c->next) {
+            bool empty = nbuf_chunk_empty_(c);
+            if (empty != (pass == 1))
+                continue;
+            uint32_t page = nbuf_chunk_alloc_run_(c, npages, st);
+            if (page != NBUF_RUN_NONE) {
+                if (empty)
+                    a->nempty--;
+                *out = c;
+                return page;
+            }
+        }
+    }
+    struct nbuf_chunk *c = nbuf_chunk_new_(a);
+    if (!c)
+        return NBUF_RUN_NONE;
+    chunk_link(a, c);
+    a->nempty--;
+    *out = c;
+    return nbuf_chunk_alloc_run_(c, npages, st);
+}
+
+static void
+run_free_locked(struct nbuf_arena *a, struct nbuf_chunk *c, uint32_t page)
+{
+    nbuf_chunk_free_run_(c, page);
+    if (nbuf_chunk_empty_(c)) {
+        a->nempty++;
+        if (a->nempty > EMPTY_CHUNK_RESERVE)
+            chunk_unlink_free(a, c);
+    }
+}
+
+static void
+partial_push(struct nbuf_arena *a, struct nbuf_subpage *s)
+{
+    s->prev = NULL;
+    s->next = a->partial[s->szind];
+    if (s->next)
+        s->next->prev = s;
+    a->partial[s->szind] = s;
+}
+
+static void
+partial_remove(struct nbuf_arena *a, struct nbuf_subpage *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        a->partial[s->szind] = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+/* Memory for one buffer of class szind into h (mem, slab, handle, kind). */
+static bool
+mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
+{
+    struct nbuf_pool *p = a->pool;
+    struct nbuf_chunk *c;
+    if (szind < p->nsmall) {
+        struct nbuf_subpage *s = a->partial[szind];
+        if (!s) {
+            uint32_t page = run_alloc_locked(a, p->run_pages[szind], NBUF_RUN_SUBPAGE, &c);
+            if (page == NBUF_RUN_NONE)
+                return false;
+            s = nbuf_subpage_new_(c, page, szind, (uint32_t)nbuf_sz_usize_(szind),
+                                  p->run_pages[szind], p->run_elems[szind]);
+            if (!s) {
+                run_free_locked(a, c, page);
+                errno = ENOMEM;
+                return false;
+            }
+            partial_push(a, s);
+        }
+        uint32_t idx = nbuf_subpage_alloc_(s);
+        if (s->nfree == 0)
+            partial_remove(a, s);
+        h->kind = NBUF_KIND_SMALL;
+        h->slab = s;
+        h->handle = idx;
+        h->mem = s->base + (size_t)idx * s->elem_size;
+    } else {
+        uint32_t npages = (uint32_t)(nbuf_sz_usize_(szind) >> p->lg_page);
+        uint32_t page = run_alloc_locked(a, npages, NBUF_RUN_USED, &c);
+        if (page == NBUF_RUN_NONE)
+            return false;
+        h->kind = NBUF_KIND_RUN;
+        h->slab = c;
+        h->handle = page;
+        h->mem = c->base + ((size_t)page << p->lg_page);
+    }
+    h->szind = (uint8_t)szind;
+    h->capacity = nbuf_sz_usize_(szind);
+    h->pool = p;
+    atomic_store_explicit(&h->refcnt, 0, memory_order_relaxed);
+    return true;
+}
+
+static void
+mem_free_locked(struct nbuf_arena *a, struct nbuf *h)
+{
+    assert_locked(a);
+    if (h->kind == NBUF_KIND_SMALL) {
+        struct nbuf_subpage *s = h->slab;
+        bool was_full = s->nfree == 0;
+        nbuf_subpage_release_(s, h->handle);
+        if (was_full)
+            partial_push(a, s);
+        /* An empty subpage goes back to its chunk unless it is the class's
+         * last partial one (keeping it avoids churn on alloc/free cycles). */
+        if (s->nfree == s->nelems && (s->next || s->prev)) {
+            struct nbuf_chunk *c = s->chunk;
+            uint32_t page = s->page;
+            partial_remove(a, s);
+            nbuf_subpage_free_(s);
+            run_free_locked(a, c, page);
+        }
+    } else {
+        run_free_locked(a, h->slab, h->handle);
+    }
+}
+
+unsigned
+nbuf_arena_alloc_pairs_(struct nbuf_arena *a, unsigned szind, struct nbuf **out, unsigned n)
+{
+    unsigned got = 0;
+    nbuf_arena_lock_(a);
+    struct nbuf_stash *st = &a->stash[szind];
+    if (st->count) {
+        got = n < st->count ? n : st->count;
+        st->count -= got;
+        memcpy(out, st->items + st->count, got * sizeof(*out));
+        a->stash_bytes -= got * nbuf_sz_usize_(szind);
+    }
+    while (got < n) {
+        struct nbuf *h = header_pop_locked(a);
+        if (!h) {
+            errno = ENOMEM;
+            break;
+        }
+        if (!mem_alloc_locked(a, szind, h)) {
+            header_push_locked(a, h);
+            break;
+        }
+        out[got++] = h;
+    }
+    nbuf_assert_expensive(nbuf_arena_check_(a));
+    nbuf_arena_unlock_(a);
+    return got;
+}
+
+void
+nbuf_pairs_free_(struct nbuf_pool *p, struct nbuf **items, unsigned n, bool to_stash)
+{
+    (void)p;
+    /* Group by home arena: one lock round per arena present in the batch. */
+    while (n) {
+        struct nbuf_arena *a = pair_arena(items[0]);
+        unsigned keep = 0;
+        nbuf_arena_lock_(a);
+        for (unsigned i = 0; i < n; i++) {
+            struct nbuf *h = items[i];
+            if (pair_arena(h) != a) {
+                items[keep++] = h;
+                continue;
+            }
+            struct nbuf_stash *st = &a->stash[h->szind];
+            if (to_stash && st->count < st->cap) {
+                st->items[st->count++] = h;
+                a->stash_bytes += h->capacity;
+            } else {
+                mem_free_locked(a, h);
+                header_push_locked(a, h);
+            }
+        }
+        nbuf_assert_expensive(nbuf_arena_check_(a));
+        nbuf_arena_unlock_(a);
+        n = keep;
+    }
+}
+
+void
+nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep)
+{
+    struct nbuf_pool *p = a->pool;
+    nbuf_arena_lock_(a);
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
+        struct nbuf_stash *st = &a->stash[i];
+        while (st->count) {
+            struct nbuf *h = st->items[--st->count];
+            a->stash_bytes -= h->capacity;
+            mem_free_locked(a, h);
+            header_push_locked(a, h);
+        }
+    }
+    /* The last empty subpage of each class is kept by mem_free_locked. */
+    for (unsigned i = 0; i < p->nsmall; i++) {
+        struct nbuf_subpage *s = a->partial[i];
+        if (s && !s->next && s->nfree == s->nelems) {
+            struct nbuf_chunk *c = s->chunk;
+            uint32_t page = s->page;
+            partial_remove(a, s);
+            nbuf_subpage_free_(s);
+            nbuf_chunk_free_run_(c, page);
+            if (nbuf_chunk_empty_(c))
+                a->nempty++;
+        }
+    }
+    struct nbuf_chunk *c = a->chunks;
+    while (c && a->nempty > keep) {
+        struct nbuf_chunk *next = c->next;
+        if (nbuf_chunk_empty_(c))
+            chunk_unlink_free(a, c);
+        c = next;
+    }
+    nbuf_assert_expensive(nbuf_arena_check_(a));
+    nbuf_arena_unlock_(a);
+}
+
+void
+nbuf_arena_fini_(struct nbuf_arena *a)
+{
+    nbuf_arena_trim_(a, 0);
+    nbuf_assert(a->nchunks == 0);
+    for (uint32_t i = 0; i < a->nhblocks; i++)
+        free(a->hblocks[i]);
+    free(a->hblocks);
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++)
+        free(a->stash[i].items);
+    pthread_mutex_destroy(&a->lock);
+}
+
+bool
+nbuf_arena_check_(struct nbuf_arena *a)
+{
+    uint32_t n = 0, empty = 0;
+    for (struct nbuf_chunk *c = a->chunks; c; c = c->next) {
+        if (c->arena != a || !nbuf_chunk_check_(c))
+            return false;
+        n++;
+        empty += nbuf_chunk_empty_(c);
+    }
+    if (n != a->nchunks || empty != a->nempty)
+        return false;
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
+        for (struct nbuf_subpage *s = a->partial[i]; s; s = s->next) {
+            if (s->szind != i || s->nfree == 0 || !nbuf_subpage_check_(s))
+                return false;
+        }
+        const struct nbuf_stash *st = &a->stash[i];
+        for (uint32_t k = 0; k < st->count; k++) {
+            const struct nbuf *h = st->items[k];
+            if (h->szind != i || atomic_load(&h->refcnt) != 0)
+                return false;
+        }
+    }
+    return true;
+}

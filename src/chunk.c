@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Chunks: chunk_size bytes from the backing, carved into runs of pages.
+ * Free runs sit in size-binned lists (8 exact bins, then 4 per doubling) with
+ * a bitmask of non-empty bins, so finding a fitting run is one ctz; freeing
+ * merges with both free neighbours in O(1) because the first and the last
+ * page of every run record its length. All calls need the arena lock.
+ */
+#include "internal.h"
+
+static void
+bin_insert(struct nbuf_chunk *c, uint32_t page, uint32_t npages)
+{
+    unsigned b = nbuf_run_bin_floor_(npages);
+    struct nbuf_page_info *pi = &c->pages[page];
+    pi->prev = NBUF_RUN_NONE;
+    pi->next = c->bins[b];
+    if (pi->next != NBUF_RUN_NONE)
+        c->pages[pi->next].prev = page;
+    c->bins[b] = page;
+    c->bin_mask |= (uint64_t)1 << b;
+}
+
+static void
+bin_remove(struct nbuf_chunk *c, uint32_t page)
+{
+    struct nbuf_page_info *pi = &c->pages[page];
+    unsigned b = nbuf_run_bin_floor_(pi->npages);
+    if (pi->prev != NBUF_RUN_NONE)
+        c->pages[pi->prev].next = pi->next;
+    else
+        c->bins[b] = pi->next;
+    if (pi->next != NBUF_RUN_NONE)
+        c->pages[pi->next].prev = pi->prev;
+    if (c->bins[b] == NBUF_RUN_NONE)
+        c->bin_mask &= ~((uint64_t)1 << b);
+}
+
+/* Record a run [page, page + npages) in state st at its head and tail. */
+static void
+mark_run(struct nbuf_chunk *c, uint32_t page, uint32_t npages, uint32_t st)
+{
+    c->pages[page].npages = npages;
+    c->pages[page].state = st;
+    uint32_t tail = page + npages - 1;
+    c->pages[tail].npages = npages;
+    c->pages[tail].state = st;
+}
+
+struct nbuf_chunk *
+nbuf_chunk_new_(struct nbuf_arena *a)
+{
+    struct nbuf_pool *p = a->pool;
+    uint32_t npages = p->chunk_pages;
+    struct nbuf_chunk *c = calloc(1, sizeof(*c) + (size_t)npages * sizeof(struct nbuf_page_info));
+    if (!c)
+        return NULL;
+    c->subpages = calloc(npages, sizeof(*c->subpages));
+    if (!c->subpages)
+        goto out_meta;
+    if (!nbuf_pool_charge_(p, p->cfg.chunk_size))
+        goto out_subpages; /* errno = EDQUOT: the caller may trim and retry */
+    c->base = nbuf_backing_alloc_(&p->backing, p->cfg.chunk_size, p->cfg.page_size);
+    if (!c->base)
+        goto out_charge;
+    c->arena = a;
+    c->npages = npages;
+    c->free_pages = npages;
+    for (unsigned b = 0; b < NBUF_RUN_BINS; b++)
+        c->bins[b] = NBUF_RUN_NONE;
+    mark_run(c, 0, npages, NBUF_RUN_FREE);
+    bin_insert(c, 0, npages);
+    atomic_fetch_add_explicit(&p->nchunks, 1, memory_order_relaxed);
+    return c;
+
+out_charge:
+    nbuf_pool_uncharge_(p, p->cfg.chunk_size);
+    errno = ENOMEM;
+out_subpages:
+    free(c->subpages);
+out_meta:
+    free(c);
+    return NULL;
+}
+
+void
+nbuf_chunk_free_(struct nbuf_chunk *c)
+{
+    struct nbuf_pool *p = c->arena->pool;
+    nbuf_assert(nbuf_chunk_empty_(c));
+    nbuf_backing_free_(&p->backing, c->base, p->cfg.chunk_size, p->cfg.page_size);
+    nbuf_pool_uncharge_(p, p->cfg.chunk_size);
+    atomic_fetch_sub_explicit(&p->nchunks, 1, memory_order_relaxed);
+    free(c->subpages);
+    free(c);
+}
+
+uint32_t
+nbuf_chunk_alloc_run_(struct nbuf_chunk *c, uint32_t npages, enum nbuf_run_state st)
+{
+    nbuf_assert_internal(npages > 0 && st != NBUF_RUN_FREE);
+    if (npages > c->free_pages)
+        return NBUF_RUN_NONE;
+    unsigned b = nbuf_run_bin_ceil_(npages);
+    if (b >= NBUF_RUN_BINS)
+        return NBUF_RUN_NONE;
+    /* Every run in bins >= b is at least npages long. */
+    uint64_t fit = c->bin_mask & (~(uint64_t)0 << b);
+    if (!fit)
+        return NBUF_RUN_NONE;
+    b = (unsigned)__builtin_ctzll(fit);
+    uint32_t page = c->bins[b];
+    uint32_t have = c->pages[page].npages;
+    bin_remove(c, page);
+    if (have > npages) {
+        uint32_t rest = page + npages;
+        mark_run(c, rest, have - npages, NBUF_RUN_FREE);
+        bin_insert(c, rest, have - npages);
+    }
+    mark_run(c, page, npages, st);
+    c->free_pages -= npages;
+    /* Checked by the arena once the caller has attached any subpage. */
+    return page;
+}
+
+void
+nbuf_chunk_free_run_(struct nbuf_chunk *c, uint32_t page)
+{
+    uint32_t npages = c->pages[page].npages;
+    nbuf_assert(c->pages[page].state != NBUF_RUN_FREE);
+    c->subpages[page] = NULL;
+    c->free_pages += npages;
+    /* Merge with the run before (its tail is page - 1). */
+    if (page > 0 && c->pages[page - 1].state == NBUF_RUN_FREE) {
+        uint32_t prev_len = c->pages[page - 1].npages;
+        uint32_t prev = page - prev_len;
+        bin_remove(c, prev);
+        page = prev;
+        npages += prev_len;
+    }
+    /* Merge with the run after. */
+    uint32_t next = page + npages;
+    if (next < c->npages && c->pages[next].state == NBUF_RUN_FREE) {
+        uint32_t next_len = c->pages[next].npages;
+        bin_remove(c, next);
+        npages += next_len;
+    }
+    mark_run(c, page, npages, NBUF_RUN_FREE);
+    bin_insert(c, page, npages);
+    nbuf_assert_expensive(nbuf_chunk_check_(c));
+}
+
+bool
+nbuf_chunk_check_(const struct nbuf_chunk *c)
+{
+    uint32_t page = 0, free_pages = 0;
+    bool prev_free = false;
+    while (page < c->npages) {
+        const struct nbuf_page_info *pi = &c->pages[page];
+        uint32_t n = pi->npages;
+        if (n == 0 || page + n > c->npages)
+            return false;
+        const struct nbuf_page_info *tail = &c->pages[page + n - 1];
+        if (tail->npages != n || tail->state != pi->state)
+            return false;
+        bool is_free = pi->state == NBUF_RUN_FREE;
+        if (is_free && prev_free)
+            return false; /* adjacent free runs must have merged */
+        if (is_free) {
+            free_pages += n;
+            unsigned b = nbuf_run_bin_floor_(n);
+            if (!(c->bin_mask & ((uint64_t)1 << b)))
+                return false;
+            /* The run must be on its bin's list. */
+            uint32_t q = c->bins[b];
+            while (q != NBUF_RUN_NONE && q != page)
+                q = c->pages[q].next;
+            if (q != page)
+                return false;
+        }
+        if (pi->state == NBUF_RUN_SUBPAGE && !c->subpages[page])
+            return false;
+        prev_free = is_free;
+        page += n;
+    }
+    if (free_pages != c->free_pages)
+        return false;
+    for (unsigned b = 0; b < NBUF_RUN_BINS; b++) {
+        bool nonempty = c->bins[b] != NBUF_RUN_NONE;
+        if (nonempty != !!(c->bin_mask & ((uint64_t)1 << b)))
+            return false;
+    }
+    return true;
+}

@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pools: configuration and its validation, creation and teardown, the
+ * process-wide default pool (configured from NBUF_* environment variables),
+ * arena binding, memory_limit accounting and trimming.
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static _Atomic uint64_t next_pool_id = 1;
+
+void
+nbuf_pool_config_init(struct nbuf_pool_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->page_size = 8192;
+    cfg->chunk_size = 4u << 20;
+    cfg->arenas = 0;
+    cfg->cache_small_count = 128;
+    cfg->cache_normal_count = 16;
+    cfg->cache_max_size = 64u << 10;
+    cfg->memory_limit = 0;
+    cfg->max_buffer_size = (size_t)1 << 30;
+    cfg->flags = 0;
+    cfg->backing = nbuf_backing_has_jemalloc_() ? NBUF_BACKING_JEMALLOC : NBUF_BACKING_MMAP;
+}
+
+static bool
+is_pow2(size_t x)
+{
+    return x && !(x & (x - 1));
+}
+
+static bool
+config_valid(const struct nbuf_pool_config *c)
+{
+    const unsigned known = NBUF_POOL_ZERO | NBUF_POOL_SCRUB | NBUF_POOL_NO_CACHE |
+                           NBUF_POOL_BYPASS | NBUF_POOL_CHECKED;
+    if (!is_pow2(c->page_size) || c->page_size < 4096 || c->page_size > (1u << 20))
+        return false;
+    if (!is_pow2(c->chunk_size) || c->chunk_size < 8 * c->page_size ||
+        c->chunk_size / c->page_size > 65536 || c->chunk_size > ((size_t)1 << NBUF_LG_MAX_CHUNK))
+        return false;
+    if (c->arenas > 1024 || c->cache_small_count > 65536 || c->cache_normal_count > 65536)
+        return false;
+    if (c->max_buffer_size == 0 || c->max_buffer_size > (SIZE_MAX >> 2))
+        return false;
+    if (c->flags & ~known)
+        return false;
+    if (c->backing == NBUF_BACKING_CUSTOM && (!c->chunk_alloc || !c->chunk_free))
+        return false;
+    if ((unsigned)c->backing > NBUF_BACKING_CUSTOM)
+        return false;
+    return true;
+}
+
+/* Derive the class split for this page and chunk size. */
+static void
+pool_classes(struct nbuf_pool *p)
+{
+    size_t page = p->cfg.page_size;
+    p->lg_page = (unsigned)__builtin_ctzll(page);
+    p->chunk_pages = (unsigned)(p->cfg.chunk_size >> p->lg_page);
+    p->nsmall = 0;
+    p->nclasses = 0;
+    p->ncached = 0;
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
+        size_t usize = nbuf_sz_usize_(i);
+        if (usize > p->cfg.chunk_size)
+            break;
+        p->nclasses = i + 1;
+        if (usize < 4 * page) {
+            p->nsmall = i + 1;
+            p->run_pages[i] = nbuf_sz_run_pages_(usize, page);
+            p->run_elems[i] = (uint32_t)(((size_t)p->run_pages[i] << p->lg_page) / usize);
+        }
+        if (usize <= p->cfg.cache_max_size)
+            p->ncached = i + 1;
+    }
+}
+
+struct nbuf_pool *
+nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
+{
+    struct nbuf_pool_config cfg;
+    if (user_cfg)
+        cfg = *user_cfg;
+    else
+        nbuf_pool_config_init(&cfg);
+    cfg.flags |= nbuf_pool_env_flags_();
+    if (!config_valid(&cfg)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (cfg.arenas == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.arenas = (unsigned)(ncpu > 0 ? 2 * ncpu : 2);
+        if (cfg.arenas > 1024)
+            cfg.arenas = 1024;
+    }
+    struct nbuf_pool *p = calloc(1, sizeof(*p));
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->id = atomic_fetch_add(&next_pool_id, 1);
+    pool_classes(p);
+    int err = nbuf_backing_init_(&p->backing, &cfg);
+    if (err)
+        goto out_pool;
+    err = -ENOMEM;
+    if (pthread_mutex_init(&p->lock, NULL) != 0)
+        goto out_pool;
+    if (pthread_key_create(&p->tsd_key, nbuf_tcache_destructor_) != 0) {
+        err = -EAGAIN;
+        goto out_lock;
+    }
+    p->narenas = cfg.arenas;
+    p->arenas = calloc(p->narenas, sizeof(*p->arenas));
+    if (!p->arenas)
+        goto out_key;
+    unsigned i;
+    for (i = 0; i < p->narenas; i++) {
+        if (nbuf_arena_init_(&p->arenas[i], p, i) != 0)
+            goto out_arenas;
+    }
+    /* Anything that must see every allocation or release leaves the fast
+     * paths: zeroing, bypass, checked mode, scrubbing. */
+    p->slow_alloc = (cfg.flags & (NBUF_POOL_ZERO | NBUF_POOL_BYPASS | NBUF_POOL_CHECKED)) != 0;
+    p->buf_flags = (uint8_t)(((cfg.flags & NBUF_POOL_CHECKED) ? NBUF_F_CHECKED : 0) |
+                             ((cfg.flags & NBUF_POOL_SCRUB) ? NBUF_F_SCRUB : 0));
+    p->buf_slow = p->buf_flags != 0;
+    p->fast_max = p->slow_alloc                              ? 0
+                  : cfg.cache_max_size < cfg.max_buffer_size ? cfg.cache_max_size
+                                                             : cfg.max_buffer_size;
+    if (p->fast_max > nbuf_sz_usize_(p->ncached ? p->ncached - 1 : 0))
+        p->fast_max = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
+    return p;
+
+out_arenas:
+    while (i--)
+        nbuf_arena_fini_(&p->arenas[i]);
+    free(p->arenas);
+out_key:
+    pthread_key_delete(p->tsd_key);
+out_lock:
+    pthread_mutex_destroy(&p->lock);
+out_pool:
+    free(p);
+    errno = -err;
+    return NULL;
+}
+
+struct nbuf_arena *
+nbuf_pool_bind_arena_(struct nbuf_pool *p)
+{
+    struct nbuf_arena *best = &p->arenas[0];
+    unsigned best_n = atomic_load(&best->nthreads);
+    for (unsigned i = 1; i < p->narenas && best_n; i++) {
+        unsigned n = atomic_load(&p->arenas[i].nthreads);
+        if (n < best_n) {
+            best = &p->arenas[i];
+            best_n = n;
+        }
+    }
+    atomic_fetch_add(&best->nthreads, 1);
+    return best;
+}
+
+bool
+nbuf_pool_charge_(struct nbuf_pool *p, size_t bytes)
+{
+    uint64_t now = atomic_fetch_add(&p->backing_bytes, bytes) + bytes;
+    if (p->cfg.memory_limit && now > p->cfg.memory_limit) {
+        atomic_fetch_sub(&p->backing_bytes, bytes);
+        errno = EDQUOT;
+        return false;
+    }
+    return true;
+}
+
+void
+nbuf_pool_uncharge_(struct nbuf_pool *p, size_t bytes)
+{
+    atomic_fetch_sub(&p->backing_bytes, bytes);
+}
+
+int
+nbuf_pool_trim_all_(struct nbuf_pool *p)
+{
+    if (nbuf_tls_.pool_id == p->id && nbuf_tls_.tc)
+        nbuf_tcache_flush_(nbuf_tls_.tc);
+    else {
+        struct nbuf_tcache *tc = pthread_getspecific(p->tsd_key);
+        if (tc)
+            nbuf_tcache_flush_(tc);
+    }
+    /* Other threads flush at their next cache miss or GC pass. */
+    atomic_fetch_add(&p->trim_epoch, 1);
+    for (unsigned i = 0; i < p->narenas; i++)
+        nbuf_arena_trim_(&p->arenas[i], 0);
+    nbuf_backing_purge_(&p->backing);
+    return 0;
+}
+
+int
+nbuf_pool_trim(struct nbuf_pool *p)
+{
+    if (!p)
+        return -EINVAL;
+    return nbuf_pool_trim_all_(p);
+}
+
+int
+nbuf_pool_free(struct nbuf_pool *p)
+{
+    if (!p || p->is_default)
+        return -EINVAL;
+    struct nbuf_pool_stats st;
+    nbuf_pool_stats(p, &st);
+    if (st.live_buffers || st.views) {
+        nbuf_report_("nbuf: nbuf_pool_free(%p): %llu live buffers (%llu bytes requested) and "
+                     "%llu live views\n",
+                     (void *)p, (unsigned long long)st.live_buffers,
+                     (unsigned long long)st.requested_bytes, (unsigned long long)st.views);
+        return -EBUSY;
+    }
+    /* No buffer is live, so caches hold only idle pairs: take them all. The
+     * owning threads never touch them again: their thread-local names this
+     * pool's id, which is never reused. */
+    pthread_mutex_lock(&p->lock);
+    struct nbuf_tcache *tc = p->tcaches;
+    p->tcaches = NULL;
+    pthread_mutex_unlock(&p->lock);
+    while (tc) {
+        struct nbuf_tcache *next = tc->next;
+        nbuf_tcache_flush_(tc);
+        if (nbuf_tls_.tc == tc) {
+            nbuf_tls_.pool_id = 0;
+            nbuf_tls_.tc = NULL;
+        }
+        free(tc);
+        tc = next;
+    }
+    pthread_key_delete(p->tsd_key);
+    for (unsigned i = 0; i < p->narenas; i++)
+        nbuf_arena_fini_(&p->arenas[i]);
+    nbuf_backing_purge_(&p->backing);
+    free(p->arenas);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    return 0;
+}
+
+bool
+nbuf_pool_check_(struct nbuf_pool *p)
+{
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        bool ok = nbuf_arena_check_(a);
+        nbuf_arena_unlock_(a);
+        if (!ok)
+            return false;
+    }
+    if (nbuf_tls_.pool_id == p->id && nbuf_tls_.tc && !nbuf_tcache_check_(nbuf_tls_.tc))
+        return false;
+    if (p->cfg.memory_limit && atomic_load(&p->backing_bytes) > p->cfg.memory_limit)
+        return false;
+    return true;
+}
+
+/* ---- environment ---- */
+
+static bool
+env_true(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0 && strcasecmp(v, "off") != 0 &&
+           strcasecmp(v, "no") != 0 && strcasecmp(v, "false") != 0;
+}
+
+/* Flags that apply to every pool, so a whole test suite can run checked or
+ * unpooled: NBUF_BYPASS, NBUF_CHECK, NBUF_ZERO, NBUF_SCRUB, NBUF_NO_CACHE. */
+unsigned
+nbuf_pool_env_flags_(void)
+{
+    unsigned f = 0;
+    if (env_true("NBUF_BYPASS"))
+        f |= NBUF_POOL_BYPASS;
+    if (env_true("NBUF_CHECK"))
+        f |= NBUF_POOL_CHECKED;
+    if (env_true("NBUF_ZERO"))
+        f |= NBUF_POOL_ZERO;
+    if (env_true("NBUF_SCRUB"))
+        f |= NBUF_POOL_SCRUB;
+    if (env_true("NBUF_NO_CACHE"))
+        f |= NBUF_POOL_NO_CACHE;
+    return f;
+}
+
+/* "64k", "4M", "1g" or plain bytes; false (and *out untouched) if invalid. */
+static bool
+parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return false;
+    unsigned shift = 0;
+    switch (tolower((unsigned char)*end)) {
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    default: break;
+    }
+    if ((*end == 'b' || *end == 'B') && shift)
+        end++;
+    if (*end || (shift && v > (ULLONG_MAX >> shift)) || (v << shift) > SIZE_MAX)
+        return false;
+    *out = (size_t)(v << shift);
+    return true;
+}
+
+static void
+env_size(const char *name, size_t *field)
+{
+    const char *v = getenv(name);
+    if (v && !parse_size(v, field))
+        nbuf_report_("nbuf: ignoring %s=%s (not a size)\n", name, v);
+}
+
+static void
+env_unsigned(const char *name, unsigned *field)
+{
+    size_t v = *field;
+    env_size(name, &v);
+    *field = v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
+}
+
+static struct nbuf_pool *default_pool;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static int default_errno;
+
+static void
+default_pool_create(void)
+{
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    env_size("NBUF_PAGE_SIZE", &cfg.page_size);
+    env_size("NBUF_CHUNK_SIZE", &cfg.chunk_size);
+    env_unsigned("NBUF_ARENAS", &cfg.arenas);
+    env_unsigned("NBUF_CACHE_SMALL", &cfg.cache_small_count);
+    env_unsigned("NBUF_CACHE_NORMAL", &cfg.cache_normal_count);
+    env_size("NBUF_CACHE_MAX_SIZE", &cfg.cache_max_size);
+    env_size("NBUF_MEMORY_LIMIT", &cfg.memory_limit);
+    env_size("NBUF_MAX_BUFFER_SIZE", &cfg.max_buffer_size);
+    const char *bk = getenv("NBUF_BACKING");
+    if (bk && strcmp(bk, "mmap") == 0)
+        cfg.backing = NBUF_BACKING_MMAP;
+    else if (bk && strcmp(bk, "jemalloc") == 0)
+        cfg.backing = NBUF_BACKING_JEMALLOC;
+    else if (bk)
+        nbuf_report_("nbuf: ignoring NBUF_BACKING=%s (jemalloc or mmap)\n", bk);
+    cfg.huge_pages = env_true("NBUF_HUGE_PAGES");
+    struct nbuf_pool *p = nbuf_pool_new(&cfg);
+    if (!p) {
+        nbuf_report_("nbuf: default pool: invalid NBUF_* settings, using defaults\n");
+        p = nbuf_pool_new(NULL);
+    }
+    if (!p) {
+        default_errno = errno;
+        return;
+    }
+    p->is_default = true;
+    default_pool = p;
+}
+
+struct nbuf_pool *
+nbuf_pool_default(void)
+{
+    pthread_once(&default_once, default_pool_create);
+    if (!default_pool)
+        errno = default_errno;
+    return default_pool;
+}

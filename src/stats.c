@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Statistics: summing per-thread counters (relaxed reads of fields their
+ * owners write), the retired counters of exited threads and the arenas'
+ * figures into a snapshot, and printing it as text or JSON with a per-chunk
+ * occupancy map.
+ */
+#include "internal.h"
+
+#define TSTATS_FIELDS(X)                                                                           \
+    X(nalloc)                                                                                      \
+    X(nrelease)                                                                                    \
+    X(bytes_alloc)                                                                                 \
+    X(bytes_release)                                                                               \
+    X(req_alloc)                                                                                   \
+    X(req_release)                                                                                 \
+    X(cache_misses)                                                                                \
+    X(remote_releases)                                                                             \
+    X(views_new)                                                                                   \
+    X(views_free)                                                                                  \
+    X(huge_alloc)
+
+void
+nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src)
+{
+#define ADD(f) dst->f += NBUF_LOAD_RELAXED(src->f);
+    TSTATS_FIELDS(ADD)
+#undef ADD
+}
+
+void
+nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t tid)
+{
+    struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);
+    /* A release on another thread than the allocating one (tid 0: none). */
+    uint64_t remote = d->nrelease && tid && (!tc || tc->id != tid);
+    if (tc) {
+#define ADD(f) NBUF_STAT_ADD(tc->st.f, d->f);
+        TSTATS_FIELDS(ADD)
+#undef ADD
+        NBUF_STAT_ADD(tc->st.remote_releases, remote);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    nbuf_tstats_add_(&p->retired, d);
+    p->retired.remote_releases += remote;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static uint64_t
+cached_bytes_of(const struct nbuf_pool *p, const struct nbuf_tcache *tc)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < p->ncached; i++)
+        sum += (uint64_t)NBUF_LOAD_RELAXED(tc->bins[i].count) * nbuf_sz_usize_(i);
+    return sum;
+}
+
+NBUF_EXPORT int
+nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    struct nbuf_tstats t = {0};
+    pthread_mutex_lock(&p->lock);
+    nbuf_tstats_add_(&t, &p->retired);
+    for (struct nbuf_tcache *tc = p->tcaches; tc; tc = tc->next) {
+        nbuf_tstats_add_(&t, &tc->st);
+        out->cached_bytes += cached_bytes_of(p, tc);
+        out->threads++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        out->cached_bytes += a->stash_bytes;
+        out->empty_chunks += a->nempty;
+        nbuf_arena_unlock_(a);
+    }
+    out->chunks = atomic_load(&p->nchunks);
+    out->backing_bytes = atomic_load(&p->backing_bytes);
+    out->allocations = t.nalloc;
+    out->releases = t.nrelease;
+    out->live_buffers = t.nalloc - t.nrelease;
+    out->used_bytes = t.bytes_alloc - t.bytes_release;
+    out->requested_bytes = t.req_alloc - t.req_release;
+    out->cache_misses = t.cache_misses;
+    out->cache_hits =
+        t.nalloc - t.huge_alloc >= t.cache_misses ? t.nalloc - t.huge_alloc - t.cache_misses : 0;
+    out->remote_releases = t.remote_releases;
+    out->limit_failures = atomic_load(&p->limit_failures);
+    out->huge_allocations = t.huge_alloc;
+    out->arenas = p->narenas;
+    out->views = t.views_new - t.views_free;
+    return 0;
+}
+
+/* One character per page: '.' free, '#' run, 's' or '0'-'9' subpage. */
+static void
+chunk_map(FILE *out, const struct nbuf_chunk *c, char *line, size_t width)
+{
+    size_t col = 0;
+    for (uint32_t page = 0; page < c->npages;) {
+        const struct nbuf_page_info *pi = &c->pages[page];
+        char ch = '.';
+        if (pi->state == NBUF_RUN_USED)
+            ch = '#';
+        else if (pi->state == NBUF_RUN_SUBPAGE) {
+            const struct nbuf_subpage *s = c->subpages[page];
+            uint32_t used = s->nelems - s->nfree;
+            ch = used == s->nelems ? 's' : (char)('0' + (used * 10) / s->nelems);
+        }
+        for (uint32_t k = 0; k < pi->npages; k++) {
+            line[col++] = ch;
+            if (col == width) {
+                fprintf(out, "    %.*s\n", (int)col, line);
+                col = 0;
+            }
+        }
+        page += pi->npages;
+    }
+    if (col)
+        fprintf(out, "    %.*s\n", (int)col, line);
+}
+
+#define STATS_FIELDS(X)                                                                            \
+    X(chunks)                                                                                      \
+    X(backing_bytes)                                                                               \
+    X(used_bytes)                                                                                  \
+    X(requested_bytes)                                                                             \
+    X(cached_bytes)                                                                                \
+    X(live_buffers)                                                                                \
+    X(allocations)                                                                                 \
+    X(releases)                                                                                    \
+    X(cache_hits)                                                                                  \
+    X(cache_misses)                                                                                \
+    X(remote_releases)                                                                             \
+    X(limit_failures)                                                                              \
+    X(huge_allocations)                                                                            \
+    X(arenas)                                                                                      \
+    X(threads)                                                                                     \
+    X(empty_chunks)                                                                                \
+    X(views)
+
+static void
+print_text(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)
+{
+    fprintf(out, "nbuf pool %p: page %zu B, chunk %zu B, %u arenas\n", (void *)p, p->cfg.page_size,
+            p->cfg.chunk_size, p->narenas);
+#define PRINT(f) fprintf(out, "  %-18s %llu\n", #f, (unsigned long long)st->f);
+    STATS_FIELDS(PRINT)
+#undef PRINT
+    char line[64];
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        if (a->nchunks)
+            fprintf(out, "  arena %u: %u threads, %u chunks (%u empty), %llu stashed bytes\n", i,
+                    atomic_load(&a->nthreads), a->nchunks, a->nempty,
+                    (unsigned long long)a->stash_bytes);
+        unsigned k = 0;
+        for (const struct nbuf_chunk *c = a->chunks; c; c = c->next, k++) {
+            fprintf(out, "   chunk %u at %p: %u/%u pages free\n", k, (void *)c->base, c->free_pages,
+                    c->npages);
+            chunk_map(out, c, line, sizeof(line));
+        }
+        nbuf_arena_unlock_(a);
+    }
+}
+
+static void
+print_json(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)
+{
+    fprintf(out, "{\"page_size\":%zu,\"chunk_size\":%zu", p->cfg.page_size, p->cfg.chunk_size);
+#define PRINT(f) fprintf(out, ",\"%s\":%llu", #f, (unsigned long long)st->f);
+    STATS_FIELDS(PRINT)
+#undef PRINT
+    fputs(",\"arena_list\":[", out);
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        fprintf(out, "%s{\"index\":%u,\"threads\":%u,\"stash_bytes\":%llu,\"chunks\":[",
+                i ? "," : "", i, atomic_load(&a->nthreads), (unsigned long long)a->stash_bytes);
+        for (const struct nbuf_chunk *c = a->chunks; c; c = c->next) {
+            fprintf(out, "%s{\"free_pages\":%u,\"pages\":%u,\"map\":\"", c == a->chunks ? "" : ",",
+                    c->free_pages, c->npages);
+            for (uint32_t page = 0; page < c->npages;) {
+                const struct nbuf_page_info *pi = &c->pages[page];
+                char ch = pi->state == NBUF_RUN_FREE ? '.' : pi->state == NBUF_RUN_USED ? '#' : 's';
+                for (uint32_t k = 0; k < pi->npages; k++)
+                    fputc(ch, out);
+                page += pi->npages;
+            }
+            fputs("\"}", out);
+        }
+        fputs("]}", out);
+        nbuf_arena_unlock_(a);
+    }
+    fputs("]}\n", out);
+}
+
+NBUF_EXPORT int
+nbuf_pool_print_stats(struct nbuf_pool *p, FILE *out, int format)
+{
+    if (!p || !out || (format != NBUF_FORMAT_TEXT && format != NBUF_FORMAT_JSON))
+        return -EINVAL;
+    struct nbuf_pool_stats st;
+    nbuf_pool_stats(p, &st);
+    if (format == NBUF_FORMAT_TEXT)
+        print_text(p, out, &st);
+    else
+        print_json(p, out, &st);
+    return ferror(out) || fflush(out) ? -EIO : 0;
+}

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every internal struct of nbuf, with its invariants and synchronization.
+ * Each "Invariants:" line has a matching check in nbuf_<type>_check_().
+ *
+ * Vocabulary: szind = size-class index; usize = usable (class) size;
+ * npages = a count of pages; lg_ = log2; run = consecutive pages of a chunk;
+ * subpage = a run carved into equal elements; pair = a buffer header with its
+ * memory attached, ready to hand out.
+ */
+#ifndef NBUF_TYPES_H
+#define NBUF_TYPES_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nbuf/pool.h"
+#include "nbuf/stats.h"
+
+/* ---- size classes ------------------------------------------------------ */
+
+/* Four classes per doubling, 16-byte quantum; see size_class.c. */
+#define NBUF_LG_QUANTUM 4
+#define NBUF_QUANTUM ((size_t)1 << NBUF_LG_QUANTUM)
+#define NBUF_LG_MAX_CHUNK 30
+/* Classes 16..2^30: 8 + 4 * (30 - 7) = 100. */
+#define NBUF_NCLASSES 100
+/* Sizes <= this go through a table lookup. */
+#define NBUF_LOOKUP_MAX 4096
+/* szind of a huge buffer (exact page-rounded size, straight from backing). */
+#define NBUF_SZIND_HUGE 0xff
+
+/* ---- chunks ---------------------------------------------------------- */
+
+enum nbuf_run_state {
+    NBUF_RUN_FREE = 0,
+    NBUF_RUN_USED = 1,    /* a page run handed out as one buffer */
+    NBUF_RUN_SUBPAGE = 2, /* a run carved into subpage elements */
+};
+
+#define NBUF_RUN_NONE UINT32_MAX
+/* Free-run bins: 8 exact (1..8 pages), then 4 per doubling up to 2^16 pages. */
+#define NBUF_RUN_BINS 64
+
+/*
+ * Per-page metadata. Only the first and the last page of a run (free or used)
+ * are meaningful; they both hold the run's length so that a neighbour can find
+ * the run's head from its tail in O(1).
+ */
+struct nbuf_page_info {
+    uint32_t npages; /* length of the run this page heads or ends */
+    uint32_t next;   /* free-list links (head page of a free run) */
+    uint32_t prev;
+    uint32_t state; /* enum nbuf_run_state */
+};
+
+/*
+ * A chunk: chunk_size bytes from the backing, carved into runs of pages.
+ *
+ * Invariants:
+ * - runs tile [0, npages): every page belongs to exactly one run.
+ * - two free runs are never adjacent (freeing merges eagerly).
+ * - a free run of n pages is in bin nbuf_run_bin_floor_(n), and bit b of
+ *   bin_mask is set iff bin b is non-empty.
+ * - free_pages = sum of free run lengths.
+ * Synchronization: everything is guarded by arena->lock.
+ */
+struct nbuf_chunk {
+    uint8_t *base; /* page_size-aligned, chunk_size bytes */
+    struct nbuf_arena *arena;
+    struct nbuf_chunk *next, *prev; /* arena->chunks */
+    uint32_t npages;
+    uint32_t free_pages;
+    uint64_t bin_mask;
+    uint32_t bins[NBUF_RUN_BINS];   /* head page of each free list */
+    struct nbuf_subpage **subpages; /* by head page of a SUBPAGE run */
+    struct nbuf_page_info pages[];
+};
+
+/*
+ * A subpage: a run of run_pages pages carved into nelems elements of elem_size
+ * bytes, tracked by a bitmap (1 = in use).
+ *
+ * Invariants:
+ * - nfree = nelems - popcount(bitmap); bits >= nelems are 0.
+ * - nfree > 0 iff the subpage is on arena->partial[szind].
+ * Synchronization: arena->lock.
+ */
+struct nbuf_subpage {
+    struct nbuf_chunk *chunk;
+    struct nbuf_subpage *next, *prev; /* arena->partial[szind] */
+    uint8_t *base;
+    uint32_t page; /* head page in chunk */
+    uint32_t run_pages;
+    uint32_t elem_size;
+    uint32_t nelems;
+    uint32_t nfree;
+    uint32_t hint; /* bitmap word to search first */
+    uint8_t szind;
+    uint64_t bitmap[];
+};
+
+/* ---- buffers --------------------------------------------------------- */
+
+enum nbuf_kind {
+    NBUF_KIND_SMALL = 0,  /* subpage element */
+    NBUF_KIND_RUN = 1,    /* page run */
+    NBUF_KIND_HUGE = 2,   /* straight from the backing */
+    NBUF_KIND_BYPASS = 3, /* system malloc, exact size (NBUF_POOL_BYPASS) */
+    NBUF_KIND_VIEW = 4,   /* slice/duplicate: memory of root */
+    NBUF_KIND_WRAP = 5,   /* external memory with a free callback */
+    NBUF_KIND_MAPPED = 6, /* read-only mmap of a file */
+};
+
+/* nbuf::flags */
+#define NBUF_F_READONLY (1u << 0)
+#define NBUF_F_CHECKED (1u << 1) /* pool in checked mode */
+#define NBUF_F_TRACKED (1u << 2) /* leak tracking record attached */
+#define NBUF_F_SCRUB (1u << 3)   /* zero on final release */
+
+/*
+ * A buffer header. Pooled headers live in subpage elements of their arena and
+ * are recycled together with their memory (a "pair") through thread caches,
+ * so allocation never mallocs a header.
+ *
+ * Invariants:
+ * - reader <= writer <= capacity <= max_capacity.
+ * - kind VIEW: root != NULL, root->kind != VIEW, mem lies inside root's
+ *   memory, and the view holds one reference on root.
+ * - kind SMALL/RUN: slab is the subpage/chunk holding mem, szind < NCLASSES.
+ * - refcnt == 0 iff the header is free (cached, stashed or quarantined).
+ * Synchronization: refcnt is atomic; everything else belongs to the one
+ * thread that currently owns the buffer (or the cache holding it).
+ */
+struct nbuf {
+    uint8_t *mem;  /* start of this buffer's bytes */
+    size_t reader; /* reader index */
+    size_t writer; /* writer index */
+    size_t capacity;
+    size_t max_capacity;
+    _Atomic uint32_t refcnt;
+    _Atomic uint32_t nviews; /* live views whose mem points into this one */
+    uint8_t kind;            /* enum nbuf_kind */
+    uint8_t szind;           /* size class of mem (pooled kinds) */
+    uint8_t flags;           /* NBUF_F_* */
+    uint8_t slow;            /* non-zero: release takes the slow path */
+    struct nbuf_pool *pool;
+    void *slab;                             /* SMALL: subpage; RUN: chunk; HUGE: backing size;
+                                               WRAP: free_fn ctx; VIEW: unused */
+    uint32_t tid;                           /* thread-cache id of the allocating thread */
+    uint32_t handle;                        /* SMALL: element index; RUN: head page */
+    size_t requested;                       /* what the caller asked for (stats) */
+    struct nbuf *root;                      /* VIEW: owner of mem; else NULL */
+    void (*free_fn)(void *data, void *ctx); /* WRAP */
+    struct nbuf_header_ext *ext;            /* leak/checked-mode record, or NULL */
+};
+
+/* ---- arenas ---------------------------------------------------------- */
+
+/*
+ * Per-class stash of ready pairs between thread caches and the chunks (like
+ * tcmalloc's transfer cache): a releasing thread flushes batches here, an
+ * allocating thread refills from here, both under the arena lock with a
+ * memcpy of pointers, so producer/consumer traffic never touches bitmaps.
+ */
+struct nbuf_stash {
+    uint32_t count;
+    uint32_t cap;
+    struct nbuf **items;
+};
+
+/*
+ * An arena: a lock, its chunks, partial subpages per class, stashes.
+ *
+ * Invariants:
+ * - every chunk on chunks has chunk->arena == this arena.
+ * - nempty = number of chunks with free_pages == npages.
+ * Synchronization: lock guards everything except nthreads (atomic).
+ */
+struct nbuf_arena {
+    pthread_mutex_t lock;
+    struct nbuf_pool *pool;
+    unsigned index;
+    _Atomic unsigned nthreads; /* threads bound (least-loaded choice) */
+    struct nbuf_chunk *chunks; /* doubly linked */
+    uint32_t nchunks;
+    uint32_t nempty;
+    struct nbuf_subpage *partial[NBUF_NCLASSES];
+    struct nbuf_stash stash[NBUF_NCLASSES];
+    /* Free headers, linked through nbuf::root; carved from hblocks, which
+     * live until the pool is freed. */
+    struct nbuf *free_headers;
+    uint32_t nfree_headers;
+    uint32_t nhblocks, hblocks_cap;
+    void **hblocks;
+    uint64_t stash_bytes; /* lock */
+#ifndef NDEBUG
+    pthread_t owner; /* for _locked asserts */
+    bool owned;
+#endif
+};
+
+/* ---- thread caches ----------------------------------------------------- */
+
+struct nbuf_tcache_bin {
+    uint32_t count;     /* pairs in stack[0, count) */
+    uint32_t cap;       /* 0 in the sentinel and with NBUF_POOL_NO_CACHE */
+    uint32_t low_water; /* lowest count since the last GC pass */
+    uint32_t batch;     /* pairs per fill or flush */
+    struct nbuf **stack;
+};
+
+/*
+ * Counters a thread keeps for itself; written by the owner with relaxed
+ * atomic stores (plain moves on x86), summed by nbuf_pool_stats.
+ */
+struct nbuf_tstats {
+    uint64_t nalloc, nrelease;
+    uint64_t bytes_alloc, bytes_release; /* class sizes */
+    uint64_t req_alloc, req_release;     /* requested sizes */
+    uint64_t cache_misses;               /* hits = nalloc - misses (no fast-path add) */
+    uint64_t remote_releases;
+    uint64_t views_new, views_free;
+    uint64_t huge_alloc;
+};
+
+/*
+ * A thread's cache for one pool. Found through the thread-local
+ * nbuf_tls_ (fast) or the pool's pthread key (slow).
+ *
+ * Invariants:
+ * - bin[i].count <= bin[i].cap; every cached pair has refcnt 0, kind
+ *   SMALL/RUN, szind i, pool == this->pool.
+ * Synchronization: the bins belong to the owning thread; stats fields are
+ * relaxed atomics; next/prev and flush_epoch are guarded by pool->lock.
+ */
+struct nbuf_tcache {
+    struct nbuf_pool *pool;
+    struct nbuf_arena *arena; /* bound arena (fills come from here) */
+    uint32_t id;
+    int32_t gc_ticks;
+    uint64_t seen_trim_epoch;
+    struct nbuf_tcache *next, *prev; /* pool->tcaches */
+    struct nbuf_tstats st;
+    struct nbuf *headers; /* bare headers for views, linked through root */
+    uint32_t nheaders;
+    struct nbuf_tcache_bin bins[NBUF_NCLASSES];
+};
+
+/* The fast-path thread-local: which pool the cached tcache belongs to. */
+struct nbuf_tls {
+    uint64_t pool_id; /* 0: none (pool ids start at 1) */
+    struct nbuf_tcache *tc;
+};
+
+/* ---- backing ----------------------------------------------------------- */
+
+struct nbuf_backing {
+    enum nbuf_backing_kind kind;
+    int huge_pages;
+    void *(*chunk_alloc)(size_t size, size_t align, void *ctx);
+    void (*chunk_free)(void *ptr, size_t size, void *ctx);
+    void *ctx;
+    /* Test hook: fail the Nth call from now (1 = next); 0 = never. */
+    _Atomic long fail_countdown;
+    _Atomic uint64_t fail_count;
+};
+
+/* ---- pool ---------------------------------------------------------------- */
+
+/*
+ * Invariants:
+ * - backing_bytes <= memory_limit when a limit is set.
+ * - small classes are szind < nsmall; run classes nsmall <= szind < nclasses.
+ * Synchronization: config fields are immutable after nbuf_pool_new; the
+ * tcache list, retired stats and huge counters use lock; byte gauges are
+ * atomics.
+ */
+struct nbuf_pool {
+    uint64_t id; /* unique per process, never reused */
+    struct nbuf_pool_config cfg;
+    unsigned lg_page;
+    unsigned chunk_pages;
+    unsigned nsmall;   /* classes served from subpages */
+    unsigned nclasses; /* classes served from the pool (<= chunk_size) */
+    unsigned ncached;  /* classes with a thread cache bin */
+    unsigned header_szind;
+    size_t fast_max;    /* largest request the alloc fast path takes: 0 when a
+                           flag forces the slow path, else min(cache_max_size,
+                           max_buffer_size) */
+    uint8_t slow_alloc; /* any flag that forces the slow allocation path */
+    uint8_t buf_slow;   /* value of nbuf::slow for new buffers */
+    uint8_t buf_flags;  /* value of nbuf::flags for new buffers */
+    bool is_default;
+    pthread_key_t tsd_key;
+    struct nbuf_backing backing;
+    unsigned narenas;
+    struct nbuf_arena *arenas;
+    /* Per small class: pages per subpage run and elements per run. */
+    uint32_t run_pages[NBUF_NCLASSES];
+    uint32_t run_elems[NBUF_NCLASSES];
+
+    pthread_mutex_t lock;
+    struct nbuf_tcache *tcaches;
+    uint32_t next_tcache_id;
+    struct nbuf_tstats retired; /* counters of exited threads */
+    _Atomic uint64_t trim_epoch;
+
+    _Atomic uint64_t backing_bytes;
+    _Atomic uint64_t nchunks;
+    _Atomic uint64_t huge_allocs;
+    _Atomic uint64_t limit_failures;
+    _Atomic uint64_t live_views;
+
+    struct nbuf_leak_registry *leaks; /* leak.c, may be NULL */
+};
+
+#endif /* NBUF_TYPES_H */
