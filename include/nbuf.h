@@ -19,5 +19,6 @@
 #include "nbuf/buf.h"
 #include "nbuf/composite.h"
 #include "nbuf/io.h"
+#include "nbuf/debug.h"
 
 #endif /* NBUF_H */

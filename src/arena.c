@@ -81,6 +81,7 @@ header_pop_locked(struct nbuf_arena *a)
             return NULL;
         a->hblocks[a->nhblocks++] = blk;
         for (unsigned i = 0; i < HEADERS_PER_BLOCK; i++) {
+            blk[i].magic = NBUF_MAGIC;
             blk[i].root = a->free_headers;
             a->free_headers = &blk[i];
         }
@@ -306,6 +307,9 @@ nbuf_arena_alloc_pairs_(struct nbuf_arena *a, unsigned szind, struct nbuf **out,
         st->count -= got;
         memcpy(out, st->items + st->count, got * sizeof(*out));
         a->stash_bytes -= got * nbuf_sz_usize_(szind);
+        /* Stashed memory is poisoned; the caller owns these pairs now. */
+        for (unsigned i = 0; i < got; i++)
+            NBUF_UNPOISON(out[i]->mem, nbuf_sz_usize_(szind));
     }
     while (got < n) {
         struct nbuf *h = header_pop_locked(a);

@@ -2,16 +2,23 @@
 /*
  * Buffers: allocation and release (the fast paths: a pop or a push on the
  * thread cache, no lock, no atomic read-modify-write when the count is 1),
- * reference counting, cursors, direct access and growth.
+ * reference counting, cursors, bulk and typed access, growth and fd IO.
  * Invariants kept: reader <= writer <= capacity <= max_capacity; a header's
- * refcnt is 0 exactly while it is free.
+ * refcnt is 0 exactly while it is free. Every debug feature (tracking, junk,
+ * quarantine, valgrind) hides behind p->slow_alloc and b->slow; only ASan
+ * builds compile poisoning into the fast paths.
  */
+#include <endian.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 /* Netty's growth schedule: double up to 4 MiB, then 4 MiB steps. */
 #define GROWTH_THRESHOLD ((size_t)4 << 20)
+/* Checked mode's junk: on allocation and on release (jemalloc's bytes). */
+#define JUNK_ALLOC 0xa5
+#define JUNK_FREE 0x5a
 
 /* ---- allocation ---- */
 
@@ -58,6 +65,7 @@ alloc_huge(struct nbuf_pool *p, size_t capacity)
     if (!b)
         return NULL;
     b->pool = p;
+    b->flags = 0;
     if (!nbuf_pool_charge_(p, size)) {
         nbuf_pool_trim_all_(p);
         if (!nbuf_pool_charge_(p, size)) {
@@ -75,6 +83,8 @@ alloc_huge(struct nbuf_pool *p, size_t capacity)
     b->kind = NBUF_KIND_HUGE;
     b->szind = NBUF_SZIND_HUGE;
     b->capacity = size;
+    /* The backing size: capacity may be clamped to max_capacity below. */
+    b->slab = (void *)(uintptr_t)size;
     return b;
 
 out_header:
@@ -97,6 +107,7 @@ alloc_bypass(struct nbuf_pool *p, size_t capacity, unsigned flags)
     else
         b->mem = malloc(capacity ? capacity : 1);
     if (!b->mem) {
+        b->flags = 0;
         nbuf_header_free_(b);
         errno = ENOMEM;
         return NULL;
@@ -107,7 +118,8 @@ alloc_bypass(struct nbuf_pool *p, size_t capacity, unsigned flags)
     return b;
 }
 
-/* Everything the fast path does not take: huge, bypass, flags, misses. */
+/* Everything the fast path does not take: huge, bypass, flags, misses, debug
+ * modes. The buffer is not tracked (nbuf_alloc* track it; growth must not). */
 static struct nbuf *
 alloc_slow(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned flags)
 {
@@ -135,13 +147,28 @@ alloc_slow(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned f
         b->tid = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc->id : 0;
     }
     if (b->capacity > max_capacity) {
-        /* Hide the class slack; the slow release restores it. */
+        /* Hide the class slack (poisoned: an overread is reported); the
+         * slow release restores the class size. */
+        NBUF_POISON(b->mem + max_capacity, b->capacity - max_capacity);
         b->capacity = max_capacity;
         b->slow = 1;
     }
+    if (b->kind != NBUF_KIND_BYPASS)
+        NBUF_UNPOISON(b->mem, b->capacity);
     if ((flags & NBUF_ZERO) || (p->cfg.flags & NBUF_POOL_ZERO))
         memset(b->mem, 0, b->capacity);
+    else if (b->flags & NBUF_F_CHECKED)
+        memset(b->mem, JUNK_ALLOC, b->capacity);
     account_alloc(p, b, huge);
+    return b;
+}
+
+static struct nbuf *
+alloc_tracked(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned flags)
+{
+    struct nbuf *b = alloc_slow(p, capacity, max_capacity, flags);
+    if (b && unlikely(p->leaks))
+        nbuf_leak_track_(p, b);
     return b;
 }
 
@@ -161,13 +188,14 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
                 bin->low_water = n;
             buf_init(b, p, capacity, p->cfg.max_buffer_size);
             b->tid = tc->id;
+            NBUF_ASAN_UNPOISON(b->mem, b->capacity);
             NBUF_STAT_ADD(tc->st.nalloc, 1);
             NBUF_STAT_ADD(tc->st.bytes_alloc, b->capacity);
             NBUF_STAT_ADD(tc->st.req_alloc, capacity);
             return b;
         }
     }
-    return alloc_slow(p, capacity, p->cfg.max_buffer_size, 0);
+    return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
 }
 
 NBUF_EXPORT struct nbuf *
@@ -179,56 +207,106 @@ nbuf_alloc_ex(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigne
         errno = EINVAL;
         return NULL;
     }
-    return alloc_slow(p, capacity, max_capacity, flags);
+    return alloc_tracked(p, capacity, max_capacity, flags);
 }
 
 /* ---- release ---- */
 
-/* Memory of a pooled buffer going back: scrub, then cache or arena. */
+/* Pooled memory going back: scrub or junk it, then poison it whole. */
 static void
-pooled_free_slow(struct nbuf *b)
+mem_retire(struct nbuf *b, size_t size)
 {
-    if (b->flags & NBUF_F_SCRUB)
-        memset(b->mem, 0, b->capacity);
-    nbuf_tcache_release_slow_(b);
+    if (b->flags & (NBUF_F_SCRUB | NBUF_F_CHECKED)) {
+        NBUF_UNPOISON(b->mem, size); /* the hidden slack may be poisoned */
+        memset(b->mem, (b->flags & NBUF_F_SCRUB) ? 0 : JUNK_FREE, size);
+    }
+    NBUF_POISON(b->mem, size);
+}
+
+void
+nbuf_buf_header_put_(struct nbuf *h)
+{
+    if (h->flags & NBUF_F_CHECKED)
+        nbuf_quarantine_push_(h);
+    else if (likely(h->pool))
+        nbuf_header_free_(h);
+    else
+        free(h);
 }
 
 void
 nbuf_buf_free_(struct nbuf *b)
 {
     struct nbuf_pool *p = b->pool;
+    if (unlikely(b->ext))
+        nbuf_leak_untrack_(b);
     switch (b->kind) {
     case NBUF_KIND_SMALL:
     case NBUF_KIND_RUN:
         account_release(p, b);
         b->capacity = nbuf_sz_usize_(b->szind);
-        pooled_free_slow(b);
+        mem_retire(b, b->capacity);
+        /* Checked mode: the memory goes on in a fresh header; this one waits
+         * in the quarantine so a stale release still finds it dead. */
+        if (b->flags & NBUF_F_CHECKED)
+            b = nbuf_quarantine_swap_(b);
+        nbuf_tcache_release_slow_(b);
         return;
-    case NBUF_KIND_HUGE:
+    case NBUF_KIND_HUGE: {
+        size_t size = (size_t)(uintptr_t)b->slab;
         account_release(p, b);
+        NBUF_UNPOISON(b->mem, size);
         if (b->flags & NBUF_F_SCRUB)
-            memset(b->mem, 0, b->capacity);
-        nbuf_backing_free_(&p->backing, b->mem, b->capacity, p->cfg.page_size);
-        nbuf_pool_uncharge_(p, b->capacity);
-        nbuf_header_free_(b);
-        return;
-    case NBUF_KIND_BYPASS:
-        account_release(p, b);
-        if (b->flags & NBUF_F_SCRUB)
-            memset(b->mem, 0, b->capacity);
-        free(b->mem);
-        nbuf_header_free_(b);
-        return;
-    default:
-        /* Views, wrapped and mapped buffers: see their constructors. */
-        nbuf_assert(!"unknown buffer kind");
+            memset(b->mem, 0, size);
+        nbuf_backing_free_(&p->backing, b->mem, size, p->cfg.page_size);
+        nbuf_pool_uncharge_(p, size);
+        nbuf_buf_header_put_(b);
         return;
     }
+    case NBUF_KIND_BYPASS:
+        account_release(p, b);
+        if (b->flags & (NBUF_F_SCRUB | NBUF_F_CHECKED))
+            memset(b->mem, (b->flags & NBUF_F_SCRUB) ? 0 : JUNK_FREE, b->capacity);
+        free(b->mem);
+        nbuf_buf_header_put_(b);
+        return;
+    case NBUF_KIND_VIEW:
+    case NBUF_KIND_WRAP:
+    case NBUF_KIND_MAPPED: nbuf_view_free_(b); return;
+    default: nbuf_assert(!"unknown buffer kind"); return;
+    }
+}
+
+/* A pointer that no pool issued: never touch what it points to again. */
+static int
+report_foreign(const struct nbuf *b, const char *op)
+{
+    nbuf_report_("nbuf: %s(%p): not a buffer nbuf issued (stack, malloc'd or interior "
+                 "pointer?); ignored\n",
+                 op, (const void *)b);
+    return -EINVAL;
+}
+
+int
+nbuf_buf_dead_(const struct nbuf *b, const char *op)
+{
+    if (b->magic != NBUF_MAGIC)
+        return report_foreign(b, op);
+    nbuf_report_buf_(b,
+                     "nbuf: %s(%p): buffer already released (double or stale release, or use "
+                     "after release)\n",
+                     op, (const void *)b);
+    return -EINVAL;
 }
 
 static int
 release_shared(struct nbuf *b, uint32_t r)
 {
+    if (unlikely(b->magic != NBUF_MAGIC))
+        return report_foreign(b, "nbuf_release");
+    /* Recorded before the decrement: after it, another thread may free b. */
+    if (unlikely(b->flags & NBUF_F_TRACKED) && r > 1)
+        nbuf_leak_record_(b, NBUF_OP_RELEASE);
     while (r > 0) {
         if (atomic_compare_exchange_weak_explicit(&b->refcnt, &r, r - 1, memory_order_acq_rel,
                                                   memory_order_acquire)) {
@@ -238,9 +316,18 @@ release_shared(struct nbuf *b, uint32_t r)
             return 1;
         }
     }
-    nbuf_report_("nbuf: release of already released buffer %p (double or stale release)\n",
-                 (void *)b);
-    return -EINVAL;
+    return nbuf_buf_dead_(b, "nbuf_release");
+}
+
+/* The last reference of a buffer that takes the slow path. */
+static int
+release_last_slow(struct nbuf *b)
+{
+    if (unlikely(b->magic != NBUF_MAGIC))
+        return report_foreign(b, "nbuf_release");
+    atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+    nbuf_buf_free_(b);
+    return 1;
 }
 
 NBUF_EXPORT int
@@ -252,7 +339,6 @@ nbuf_release(struct nbuf *b)
     uint32_t r = atomic_load_explicit(&b->refcnt, memory_order_acquire);
     if (unlikely(r != 1))
         return release_shared(b, r);
-    atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
     if (likely(!b->slow)) {
         struct nbuf_pool *p = b->pool;
         if (likely(nbuf_tls_.pool_id == p->id)) {
@@ -260,6 +346,8 @@ nbuf_release(struct nbuf *b)
             struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
             uint32_t n = bin->count;
             if (likely(n < bin->cap)) {
+                atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+                NBUF_ASAN_POISON(b->mem, b->capacity);
                 bin->stack[n] = b;
                 NBUF_STORE_RELAXED(bin->count, n + 1);
                 NBUF_STAT_ADD(tc->st.nrelease, 1);
@@ -273,8 +361,7 @@ nbuf_release(struct nbuf *b)
             }
         }
     }
-    nbuf_buf_free_(b);
-    return 1;
+    return release_last_slow(b);
 }
 
 NBUF_EXPORT struct nbuf *
@@ -287,8 +374,7 @@ nbuf_retain(struct nbuf *b)
     uint32_t r = atomic_load_explicit(&b->refcnt, memory_order_relaxed);
     do {
         if (r == 0) {
-            nbuf_report_("nbuf: retain of released buffer %p\n", (void *)b);
-            errno = EINVAL;
+            errno = -nbuf_buf_dead_(b, "nbuf_retain");
             return NULL;
         }
         if (r == UINT32_MAX) {
@@ -297,6 +383,8 @@ nbuf_retain(struct nbuf *b)
         }
     } while (!atomic_compare_exchange_weak_explicit(&b->refcnt, &r, r + 1, memory_order_relaxed,
                                                     memory_order_relaxed));
+    if (unlikely(b->flags & NBUF_F_TRACKED))
+        nbuf_leak_record_(b, NBUF_OP_RETAIN);
     return b;
 }
 
@@ -307,6 +395,18 @@ nbuf_refcnt(const struct nbuf *b)
 }
 
 /* ---- cursors and direct access ---- */
+
+/* Refuse NULL and released buffers (reported): the guard of every function
+ * that reads or writes bytes or cursors. */
+#define CHECK_LIVE(b, op, ret)                                                                     \
+    do {                                                                                           \
+        if (unlikely(!(b)))                                                                        \
+            return ret;                                                                            \
+        if (unlikely(nbuf_is_dead_(b))) {                                                          \
+            nbuf_buf_dead_((b), (op));                                                             \
+            return ret;                                                                            \
+        }                                                                                          \
+    } while (0)
 
 NBUF_EXPORT size_t
 nbuf_capacity(const struct nbuf *b)
@@ -344,9 +444,58 @@ nbuf_writable(const struct nbuf *b)
     return b->capacity - b->writer;
 }
 
+NBUF_EXPORT int
+nbuf_set_indices(struct nbuf *b, size_t reader, size_t writer)
+{
+    CHECK_LIVE(b, "nbuf_set_indices", -EINVAL);
+    if (reader > writer || writer > b->capacity)
+        return -EINVAL;
+    b->reader = reader;
+    b->writer = writer;
+    return 0;
+}
+
+NBUF_EXPORT void
+nbuf_clear(struct nbuf *b)
+{
+    CHECK_LIVE(b, "nbuf_clear", );
+    b->reader = 0;
+    b->writer = 0;
+}
+
+NBUF_EXPORT int
+nbuf_skip(struct nbuf *b, size_t n)
+{
+    CHECK_LIVE(b, "nbuf_skip", -EINVAL);
+    if (n > b->writer - b->reader)
+        return -ENODATA;
+    b->reader += n;
+    return 0;
+}
+
+NBUF_EXPORT int
+nbuf_discard_read(struct nbuf *b)
+{
+    CHECK_LIVE(b, "nbuf_discard_read", -EINVAL);
+    if (b->reader == 0)
+        return 0;
+    if (b->flags & NBUF_F_READONLY)
+        return -EROFS;
+    memmove(b->mem, b->mem + b->reader, b->writer - b->reader);
+    b->writer -= b->reader;
+    b->reader = 0;
+    return 0;
+}
+
 NBUF_EXPORT const uint8_t *
 nbuf_data(const struct nbuf *b)
 {
+    if (unlikely(!b || nbuf_is_dead_(b))) {
+        if (b)
+            nbuf_buf_dead_(b, "nbuf_data");
+        errno = EINVAL;
+        return NULL;
+    }
     return b->mem + b->reader;
 }
 
@@ -367,25 +516,17 @@ grown_capacity(size_t need, size_t max)
     return cap < max ? cap : max;
 }
 
-NBUF_EXPORT int
-nbuf_ensure_writable(struct nbuf *b, size_t n)
+/* Move @b to a larger class: its header keeps its identity (and its leak
+ * record), the old memory leaves with nb's header. */
+static int
+grow(struct nbuf *b, size_t need)
 {
-    if (b->flags & NBUF_F_READONLY)
-        return -EROFS;
-    size_t need;
-    if (nbuf_add_overflow_(b->writer, n, &need) || need > b->max_capacity)
-        return -ENOBUFS;
-    if (need <= b->capacity)
-        return 0;
-    if (b->kind > NBUF_KIND_BYPASS || atomic_load(&b->nviews))
-        return -ENOBUFS; /* views and external memory cannot move */
     struct nbuf *nb =
         alloc_slow(b->pool, grown_capacity(need, b->max_capacity), b->max_capacity, 0);
     if (!nb)
         return -ENOMEM;
-    /* Copy only the written bytes, then swap memory: the caller's header
-     * keeps its identity, the old memory leaves with nb's header. */
-    memcpy(nb->mem + b->reader, b->mem + b->reader, b->writer - b->reader);
+    /* Only the written bytes [0, writer): never the new length. */
+    memcpy(nb->mem, b->mem, b->writer);
     struct nbuf tmp = *b;
     b->mem = nb->mem;
     b->capacity = nb->capacity;
@@ -393,9 +534,8 @@ nbuf_ensure_writable(struct nbuf *b, size_t n)
     b->szind = nb->szind;
     b->slab = nb->slab;
     b->handle = nb->handle;
-    b->slow = nb->slow;
+    b->slow = nb->slow | (b->ext != NULL);
     b->tid = nb->tid;
-    size_t req = b->requested;
     b->requested = nb->requested;
     nb->mem = tmp.mem;
     nb->capacity = tmp.capacity;
@@ -405,9 +545,26 @@ nbuf_ensure_writable(struct nbuf *b, size_t n)
     nb->handle = tmp.handle;
     nb->slow = tmp.slow;
     nb->tid = tmp.tid;
-    nb->requested = req;
+    nb->requested = tmp.requested;
     nbuf_release(nb);
     return 0;
+}
+
+NBUF_EXPORT int
+nbuf_ensure_writable(struct nbuf *b, size_t n)
+{
+    CHECK_LIVE(b, "nbuf_ensure_writable", -EINVAL);
+    if (b->flags & NBUF_F_READONLY)
+        return -EROFS;
+    size_t need;
+    if (nbuf_add_overflow_(b->writer, n, &need) || need > b->max_capacity)
+        return -ENOBUFS;
+    if (need <= b->capacity)
+        return 0;
+    /* Views, wrapped memory, and memory that live views share cannot move. */
+    if (b->kind > NBUF_KIND_BYPASS || atomic_load(&b->nviews))
+        return -ENOBUFS;
+    return grow(b, need);
 }
 
 NBUF_EXPORT uint8_t *
@@ -424,6 +581,7 @@ nbuf_reserve(struct nbuf *b, size_t n)
 NBUF_EXPORT int
 nbuf_commit(struct nbuf *b, size_t n)
 {
+    CHECK_LIVE(b, "nbuf_commit", -EINVAL);
     size_t w;
     if (nbuf_add_overflow_(b->writer, n, &w) || w > b->capacity)
         return -EINVAL;
@@ -431,17 +589,204 @@ nbuf_commit(struct nbuf *b, size_t n)
     return 0;
 }
 
-NBUF_EXPORT int
-nbuf_write(struct nbuf *b, const void *src, size_t n)
+/* ---- bulk access ---- */
+
+static inline int
+buf_put(struct nbuf *b, const void *src, size_t n)
 {
-    if (n > b->capacity - b->writer) {
+    CHECK_LIVE(b, "nbuf_write", -EINVAL);
+    if (unlikely(n > b->capacity - b->writer || (b->flags & NBUF_F_READONLY))) {
         int err = nbuf_ensure_writable(b, n);
         if (err)
             return err;
     }
-    memcpy(b->mem + b->writer, src, n);
+    if (likely(n))
+        memcpy(b->mem + b->writer, src, n);
     b->writer += n;
     return 0;
+}
+
+static inline int
+buf_take(struct nbuf *b, void *dst, size_t n)
+{
+    CHECK_LIVE(b, "nbuf_read", -EINVAL);
+    if (unlikely(n > b->writer - b->reader))
+        return -ENODATA;
+    if (likely(n))
+        memcpy(dst, b->mem + b->reader, n);
+    b->reader += n;
+    return 0;
+}
+
+static inline int
+buf_get(const struct nbuf *b, size_t index, void *dst, size_t n)
+{
+    CHECK_LIVE(b, "nbuf_get", -EINVAL);
+    if (unlikely(index > b->writer || n > b->writer - index))
+        return -ENODATA;
+    if (likely(n))
+        memcpy(dst, b->mem + index, n);
+    return 0;
+}
+
+static inline int
+buf_set(struct nbuf *b, size_t index, const void *src, size_t n)
+{
+    CHECK_LIVE(b, "nbuf_set", -EINVAL);
+    if (unlikely(b->flags & NBUF_F_READONLY))
+        return -EROFS;
+    if (unlikely(index > b->capacity || n > b->capacity - index))
+        return -EINVAL;
+    if (likely(n))
+        memcpy(b->mem + index, src, n);
+    return 0;
+}
+
+NBUF_EXPORT int
+nbuf_write(struct nbuf *b, const void *src, size_t n)
+{
+    if (unlikely(!src && n))
+        return -EINVAL;
+    return buf_put(b, src, n);
+}
+
+NBUF_EXPORT int
+nbuf_read(struct nbuf *b, void *dst, size_t n)
+{
+    if (unlikely(!dst && n))
+        return -EINVAL;
+    return buf_take(b, dst, n);
+}
+
+NBUF_EXPORT int
+nbuf_get(const struct nbuf *b, size_t index, void *dst, size_t n)
+{
+    if (unlikely(!dst && n))
+        return -EINVAL;
+    return buf_get(b, index, dst, n);
+}
+
+NBUF_EXPORT int
+nbuf_set(struct nbuf *b, size_t index, const void *src, size_t n)
+{
+    if (unlikely(!src && n))
+        return -EINVAL;
+    return buf_set(b, index, src, n);
+}
+
+/* ---- typed access ---- */
+
+#define ident8(x) (x)
+
+/* write/read/get/set of one integer type; WIRE converts host <-> wire order
+ * (byte swaps are their own inverse). */
+#define TYPED(name, type, WIRE)                                                                    \
+    NBUF_EXPORT int nbuf_write_##name(struct nbuf *b, type v)                                      \
+    {                                                                                              \
+        type w = WIRE(v);                                                                          \
+        return buf_put(b, &w, sizeof(w));                                                          \
+    }                                                                                              \
+    NBUF_EXPORT int nbuf_read_##name(struct nbuf *b, type *out)                                    \
+    {                                                                                              \
+        type w;                                                                                    \
+        if (unlikely(!out))                                                                        \
+            return -EINVAL;                                                                        \
+        int err = buf_take(b, &w, sizeof(w));                                                      \
+        if (likely(!err))                                                                          \
+            *out = WIRE(w);                                                                        \
+        return err;                                                                                \
+    }                                                                                              \
+    NBUF_EXPORT int nbuf_get_##name(const struct nbuf *b, size_t index, type *out)                 \
+    {                                                                                              \
+        type w;                                                                                    \
+        if (unlikely(!out))                                                                        \
+            return -EINVAL;                                                                        \
+        int err = buf_get(b, index, &w, sizeof(w));                                                \
+        if (likely(!err))                                                                          \
+            *out = WIRE(w);                                                                        \
+        return err;                                                                                \
+    }                                                                                              \
+    NBUF_EXPORT int nbuf_set_##name(struct nbuf *b, size_t index, type v)                          \
+    {                                                                                              \
+        type w = WIRE(v);                                                                          \
+        return buf_set(b, index, &w, sizeof(w));                                                   \
+    }
+
+TYPED(u8, uint8_t, ident8)
+TYPED(u16, uint16_t, htobe16)
+TYPED(u32, uint32_t, htobe32)
+TYPED(u64, uint64_t, htobe64)
+TYPED(u16_le, uint16_t, htole16)
+TYPED(u32_le, uint32_t, htole32)
+TYPED(u64_le, uint64_t, htole64)
+
+/* ---- search and fd IO ---- */
+
+NBUF_EXPORT ssize_t
+nbuf_index_of(const struct nbuf *b, size_t from, size_t to, uint8_t byte)
+{
+    CHECK_LIVE(b, "nbuf_index_of", -EINVAL);
+    if (from > to)
+        return -EINVAL;
+    if (to > b->writer)
+        to = b->writer;
+    if (from >= to)
+        return -ENOENT;
+    const uint8_t *hit = memchr(b->mem + from, byte, to - from);
+    return hit ? (ssize_t)(hit - b->mem) : -ENOENT;
+}
+
+NBUF_EXPORT ssize_t
+nbuf_read_fd(struct nbuf *b, int fd, size_t max)
+{
+    CHECK_LIVE(b, "nbuf_read_fd", -EINVAL);
+    if (max == 0)
+        return -EINVAL;
+    if (b->flags & NBUF_F_READONLY)
+        return -EROFS;
+    size_t room = b->capacity - b->writer;
+    if (room < max) {
+        /* Grow so that max bytes fit, bounded by max_capacity; when growth
+         * fails, read into what room there is. */
+        size_t want = b->max_capacity - b->writer < max ? b->max_capacity - b->writer : max;
+        int err = want > room ? nbuf_ensure_writable(b, want) : 0;
+        room = b->capacity - b->writer;
+        if (room == 0)
+            return err ? err : -ENOBUFS;
+    }
+    size_t n = room < max ? room : max;
+    ssize_t r;
+    do
+        r = read(fd, b->mem + b->writer, n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    b->writer += (size_t)r;
+    return r;
+}
+
+NBUF_EXPORT ssize_t
+nbuf_write_fd(struct nbuf *b, int fd)
+{
+    CHECK_LIVE(b, "nbuf_write_fd", -EINVAL);
+    size_t n = b->writer - b->reader;
+    if (n == 0)
+        return 0;
+    const uint8_t *src = b->mem + b->reader;
+    ssize_t r;
+    /* send() for MSG_NOSIGNAL; write() when fd is not a socket. */
+    do
+        r = send(fd, src, n, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == ENOTSOCK) {
+        do
+            r = write(fd, src, n);
+        while (r < 0 && errno == EINTR);
+    }
+    if (r < 0)
+        return -errno;
+    b->reader += (size_t)r;
+    return r;
 }
 
 bool
@@ -449,11 +794,18 @@ nbuf_buf_check_(const struct nbuf *b)
 {
     if (!(b->reader <= b->writer && b->writer <= b->capacity && b->capacity <= b->max_capacity))
         return false;
+    if (b->magic != NBUF_MAGIC)
+        return false;
     switch (b->kind) {
     case NBUF_KIND_SMALL:
     case NBUF_KIND_RUN:
         return b->slab && b->szind < b->pool->nclasses && b->capacity <= nbuf_sz_usize_(b->szind);
-    case NBUF_KIND_VIEW: return b->root && b->root->kind != NBUF_KIND_VIEW;
+    case NBUF_KIND_VIEW: {
+        const struct nbuf *r = b->root;
+        return r && r->kind != NBUF_KIND_VIEW && atomic_load(&((struct nbuf *)r)->nviews) > 0 &&
+               atomic_load(&((struct nbuf *)r)->refcnt) > 0 && b->mem >= r->mem &&
+               b->mem + b->capacity <= r->mem + r->capacity;
+    }
     default: return true;
     }
 }

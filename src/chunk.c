@@ -63,6 +63,8 @@ nbuf_chunk_new_(struct nbuf_arena *a)
     c->base = nbuf_backing_alloc_(&p->backing, p->cfg.chunk_size, p->cfg.page_size);
     if (!c->base)
         goto out_charge;
+    /* No buffer owns any of it yet (ASan / valgrind; see internal.h). */
+    NBUF_POISON(c->base, p->cfg.chunk_size);
     c->arena = a;
     c->npages = npages;
     c->free_pages = npages;
@@ -88,6 +90,7 @@ nbuf_chunk_free_(struct nbuf_chunk *c)
 {
     struct nbuf_pool *p = c->arena->pool;
     nbuf_assert(nbuf_chunk_empty_(c));
+    NBUF_UNPOISON(c->base, p->cfg.chunk_size);
     nbuf_backing_free_(&p->backing, c->base, p->cfg.chunk_size, p->cfg.page_size);
     nbuf_pool_uncharge_(p, p->cfg.chunk_size);
     atomic_fetch_sub_explicit(&p->nchunks, 1, memory_order_relaxed);
@@ -119,6 +122,11 @@ nbuf_chunk_alloc_run_(struct nbuf_chunk *c, uint32_t npages, enum nbuf_run_state
     }
     mark_run(c, page, npages, st);
     c->free_pages -= npages;
+    /* A used run belongs to its caller now; subpage elements are unpoisoned
+     * one by one as they are handed out (see internal.h). */
+    if (st == NBUF_RUN_USED)
+        NBUF_UNPOISON(c->base + ((size_t)page << c->arena->pool->lg_page),
+                      (size_t)npages << c->arena->pool->lg_page);
     /* Checked by the arena once the caller has attached any subpage. */
     return page;
 }
@@ -130,6 +138,8 @@ nbuf_chunk_free_run_(struct nbuf_chunk *c, uint32_t page)
     nbuf_assert(c->pages[page].state != NBUF_RUN_FREE);
     c->subpages[page] = NULL;
     c->free_pages += npages;
+    NBUF_POISON(c->base + ((size_t)page << c->arena->pool->lg_page),
+                (size_t)npages << c->arena->pool->lg_page);
     /* Merge with the run before (its tail is page - 1). */
     if (page > 0 && c->pages[page - 1].state == NBUF_RUN_FREE) {
         uint32_t prev_len = c->pages[page - 1].npages;

@@ -149,9 +149,94 @@ bool nbuf_pool_charge_(struct nbuf_pool *p, size_t bytes);
 void nbuf_pool_uncharge_(struct nbuf_pool *p, size_t bytes);
 unsigned nbuf_pool_env_flags_(void);
 
+/*
+ * Memory annotations for sanitizers. In AddressSanitizer builds pooled memory
+ * that no live buffer owns is poisoned (compiled into the fast paths only
+ * there); under valgrind the pools take the slow paths, which annotate with
+ * client requests (no-ops when not running on valgrind).
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NBUF_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(NBUF_ASAN)
+#define NBUF_ASAN 1
+#endif
+#ifdef NBUF_ASAN
+#include <sanitizer/asan_interface.h>
+#define NBUF_ASAN_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define NBUF_ASAN_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define NBUF_ASAN_POISON(p, n) ((void)(p), (void)(n))
+#define NBUF_ASAN_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+#ifdef NBUF_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+#define NBUF_RUNNING_ON_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#define NBUF_VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((p), (n))
+#define NBUF_VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
+#else
+#define NBUF_RUNNING_ON_VALGRIND() false
+#define NBUF_VG_NOACCESS(p, n) ((void)(p), (void)(n))
+#define NBUF_VG_UNDEFINED(p, n) ((void)(p), (void)(n))
+#endif
+/* Memory nobody owns (fresh chunks, cached pairs) vs. memory a buffer owns. */
+#define NBUF_POISON(p, n)                                                                          \
+    do {                                                                                           \
+        NBUF_ASAN_POISON(p, n);                                                                    \
+        NBUF_VG_NOACCESS(p, n);                                                                    \
+    } while (0)
+#define NBUF_UNPOISON(p, n)                                                                        \
+    do {                                                                                           \
+        NBUF_ASAN_UNPOISON(p, n);                                                                  \
+        NBUF_VG_UNDEFINED(p, n);                                                                   \
+    } while (0)
+
 /* ---- buf.c ---- */
 bool nbuf_buf_check_(const struct nbuf *b);
 void nbuf_buf_free_(struct nbuf *b);
+/* Give a header back (quarantine in checked mode, else its cache or free). */
+void nbuf_buf_header_put_(struct nbuf *h);
+/* Report a use of released buffer @b by @op (with its history); -EINVAL. */
+int nbuf_buf_dead_(const struct nbuf *b, const char *op);
+static inline bool
+nbuf_is_dead_(const struct nbuf *b)
+{
+    return atomic_load_explicit(&((struct nbuf *)b)->refcnt, memory_order_relaxed) == 0;
+}
+
+/* ---- view.c ---- */
+/* Final release of a VIEW, WRAP or MAPPED buffer. */
+void nbuf_view_free_(struct nbuf *b);
+
+/* ---- leak.c ---- */
+/* Debug state of a new pool from NBUF_LEAK / checked mode / valgrind; may
+ * force the slow paths. 0 or -ENOMEM. */
+int nbuf_debug_pool_init_(struct nbuf_pool *p);
+/* Drop quarantined headers and the registry (pool going away, nothing live). */
+void nbuf_debug_pool_fini_(struct nbuf_pool *p);
+/* Register the at-exit leak report of the default pool. */
+void nbuf_leak_default_pool_(struct nbuf_pool *p);
+/* Attach a history record to @b if the pool's mode selects it. */
+void nbuf_leak_track_(struct nbuf_pool *p, struct nbuf *b);
+enum nbuf_site_op { NBUF_OP_RETAIN = 1, NBUF_OP_RELEASE = 2, NBUF_OP_FREE = 3 };
+/* Record a retain or a non-final release of a tracked buffer. */
+void nbuf_leak_record_(struct nbuf *b, enum nbuf_site_op op);
+/* Final release of a tracked buffer: off the live list (history kept in
+ * checked mode until the header leaves the quarantine). */
+void nbuf_leak_untrack_(struct nbuf *b);
+/* Checked mode: park a released header; evicts (and frees) the oldest. */
+void nbuf_quarantine_push_(struct nbuf *h);
+/* Checked mode, pooled pair: move b's memory into a fresh header and park b;
+ * returns the header now carrying the memory (b itself if none is free). */
+struct nbuf *nbuf_quarantine_swap_(struct nbuf *b);
+/* One report: the printf-style headline, then @b's history when it has one
+ * (allocation, last retain/release sites, final release). */
+void nbuf_report_buf_(const struct nbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Leak report through nbuf_report_ (nbuf_pool_free's -EBUSY path). */
+void nbuf_leak_report_pool_(struct nbuf_pool *p);
 
 /* ---- stats.c ---- */
 void nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src);

@@ -13,7 +13,7 @@
 
 static _Atomic uint64_t next_pool_id = 1;
 
-void
+NBUF_EXPORT void
 nbuf_pool_config_init(struct nbuf_pool_config *cfg)
 {
     if (!cfg)
@@ -85,7 +85,7 @@ pool_classes(struct nbuf_pool *p)
     }
 }
 
-struct nbuf_pool *
+NBUF_EXPORT struct nbuf_pool *
 nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
 {
     struct nbuf_pool_config cfg;
@@ -142,6 +142,10 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
                                                              : cfg.max_buffer_size;
     if (p->fast_max > nbuf_sz_usize_(p->ncached ? p->ncached - 1 : 0))
         p->fast_max = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
+    /* NBUF_LEAK, checked mode, valgrind: may force the slow paths. */
+    err = nbuf_debug_pool_init_(p);
+    if (err)
+        goto out_arenas;
     return p;
 
 out_arenas:
@@ -210,7 +214,7 @@ nbuf_pool_trim_all_(struct nbuf_pool *p)
     return 0;
 }
 
-int
+NBUF_EXPORT int
 nbuf_pool_trim(struct nbuf_pool *p)
 {
     if (!p)
@@ -218,7 +222,7 @@ nbuf_pool_trim(struct nbuf_pool *p)
     return nbuf_pool_trim_all_(p);
 }
 
-int
+NBUF_EXPORT int
 nbuf_pool_free(struct nbuf_pool *p)
 {
     if (!p || p->is_default)
@@ -230,6 +234,7 @@ nbuf_pool_free(struct nbuf_pool *p)
                      "%llu live views\n",
                      (void *)p, (unsigned long long)st.live_buffers,
                      (unsigned long long)st.requested_bytes, (unsigned long long)st.views);
+        nbuf_leak_report_pool_(p);
         return -EBUSY;
     }
     /* No buffer is live, so caches hold only idle pairs: take them all. The
@@ -250,6 +255,7 @@ nbuf_pool_free(struct nbuf_pool *p)
         tc = next;
     }
     pthread_key_delete(p->tsd_key);
+    nbuf_debug_pool_fini_(p);
     for (unsigned i = 0; i < p->narenas; i++)
         nbuf_arena_fini_(&p->arenas[i]);
     nbuf_backing_purge_(&p->backing);
@@ -390,10 +396,11 @@ default_pool_create(void)
         return;
     }
     p->is_default = true;
+    nbuf_leak_default_pool_(p);
     default_pool = p;
 }
 
-struct nbuf_pool *
+NBUF_EXPORT struct nbuf_pool *
 nbuf_pool_default(void)
 {
     pthread_once(&default_once, default_pool_create);

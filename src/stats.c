@@ -7,18 +7,21 @@
  */
 #include "internal.h"
 
-#define TSTATS_FIELDS(X)                                                                           \
+/* Counters moved by an allocation, and by a release (see nbuf_pool_stats). */
+#define TSTATS_ALLOC_FIELDS(X)                                                                     \
     X(nalloc)                                                                                      \
-    X(nrelease)                                                                                    \
     X(bytes_alloc)                                                                                 \
-    X(bytes_release)                                                                               \
     X(req_alloc)                                                                                   \
-    X(req_release)                                                                                 \
     X(cache_misses)                                                                                \
-    X(remote_releases)                                                                             \
     X(views_new)                                                                                   \
-    X(views_free)                                                                                  \
     X(huge_alloc)
+#define TSTATS_RELEASE_FIELDS(X)                                                                   \
+    X(nrelease)                                                                                    \
+    X(bytes_release)                                                                               \
+    X(req_release)                                                                                 \
+    X(remote_releases)                                                                             \
+    X(views_free)
+#define TSTATS_FIELDS(X) TSTATS_ALLOC_FIELDS(X) TSTATS_RELEASE_FIELDS(X)
 
 void
 nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src)
@@ -64,12 +67,28 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
     memset(out, 0, sizeof(*out));
     struct nbuf_tstats t = {0};
     pthread_mutex_lock(&p->lock);
-    nbuf_tstats_add_(&t, &p->retired);
-    for (struct nbuf_tcache *tc = p->tcaches; tc; tc = tc->next) {
-        nbuf_tstats_add_(&t, &tc->st);
+    /* Every thread's release counters first, then the allocation ones: a
+     * release counted has its allocation counted too, even when the
+     * releasing thread's cache is read before the allocating one's and the
+     * reader is preempted in between; otherwise live_buffers and the byte
+     * gauges could wrap below zero while other threads work. */
+#define ADD(f) t.f += NBUF_LOAD_RELAXED(st->f);
+    for (struct nbuf_tcache *tc = p->tcaches;; tc = tc->next) {
+        const struct nbuf_tstats *st = tc ? &tc->st : &p->retired;
+        TSTATS_RELEASE_FIELDS(ADD)
+        if (!tc)
+            break;
+    }
+    atomic_thread_fence(memory_order_acquire);
+    for (struct nbuf_tcache *tc = p->tcaches;; tc = tc->next) {
+        const struct nbuf_tstats *st = tc ? &tc->st : &p->retired;
+        TSTATS_ALLOC_FIELDS(ADD)
+        if (!tc)
+            break;
         out->cached_bytes += cached_bytes_of(p, tc);
         out->threads++;
     }
+#undef ADD
     pthread_mutex_unlock(&p->lock);
     for (unsigned i = 0; i < p->narenas; i++) {
         struct nbuf_arena *a = &p->arenas[i];

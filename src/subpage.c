@@ -54,6 +54,8 @@ nbuf_subpage_alloc_(struct nbuf_subpage *s)
         s->bitmap[w] |= (uint64_t)1 << bit;
         s->nfree--;
         s->hint = w;
+        /* The element belongs to the caller now (see internal.h). */
+        NBUF_UNPOISON(s->base + (size_t)(w * 64 + bit) * s->elem_size, s->elem_size);
         return w * 64 + bit;
     }
     nbuf_assert(!"subpage nfree > 0 but bitmap full");
@@ -69,6 +71,7 @@ nbuf_subpage_release_(struct nbuf_subpage *s, uint32_t idx)
     s->bitmap[idx / 64] &= ~mask;
     s->nfree++;
     s->hint = idx / 64;
+    NBUF_POISON(s->base + (size_t)idx * s->elem_size, s->elem_size);
 }
 
 bool

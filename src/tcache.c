@@ -29,6 +29,13 @@ tcache_new(struct nbuf_pool *p)
         caps[i] = i < p->nsmall ? p->cfg.cache_small_count : p->cfg.cache_normal_count;
         slots += caps[i];
     }
+    /* fast_max 0 (flags force the slow path) still lets a 0-byte request
+     * into nbuf_alloc's fast path (capacity <= fast_max): with its class
+     * never cached, that lookup always misses. */
+    if (p->fast_max == 0 && caps[0]) {
+        slots -= caps[0];
+        caps[0] = 0;
+    }
     struct nbuf_tcache *tc = calloc(1, sizeof(*tc) + slots * sizeof(struct nbuf *));
     if (!tc)
         return NULL;
@@ -206,6 +213,9 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
         unsigned got = fill(p, tc->arena, szind, bin->stack, bin->batch);
         if (!got)
             return NULL;
+        /* Cached pairs belong to no buffer (see internal.h). */
+        for (unsigned i = 0; i + 1 < got; i++)
+            NBUF_POISON(bin->stack[i]->mem, nbuf_sz_usize_(szind));
         h = bin->stack[got - 1];
         NBUF_STORE_RELAXED(bin->count, got - 1);
         bin->low_water = 0;
@@ -254,6 +264,8 @@ nbuf_header_alloc_(struct nbuf_pool *p)
         h = calloc(1, sizeof(*h));
         if (!h)
             errno = ENOMEM;
+        else
+            h->magic = NBUF_MAGIC;
         return h;
     }
     struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);

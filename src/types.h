@@ -121,6 +121,10 @@ enum nbuf_kind {
 #define NBUF_F_TRACKED (1u << 2) /* leak tracking record attached */
 #define NBUF_F_SCRUB (1u << 3)   /* zero on final release */
 
+/* Every header nbuf hands out carries this in nbuf::magic (set where headers
+ * are born: arena header blocks, bypass calloc, view.c's fallback). */
+#define NBUF_MAGIC 0x6e627566u /* "nbuf" */
+
 /*
  * A buffer header. Pooled headers live in subpage elements of their arena and
  * are recycled together with their memory (a "pair") through thread caches,
@@ -147,6 +151,7 @@ struct nbuf {
     uint8_t szind;           /* size class of mem (pooled kinds) */
     uint8_t flags;           /* NBUF_F_* */
     uint8_t slow;            /* non-zero: release takes the slow path */
+    uint32_t magic;          /* NBUF_MAGIC from the header's birth (foreign-pointer check) */
     struct nbuf_pool *pool;
     void *slab;                             /* SMALL: subpage; RUN: chunk; HUGE: backing size;
                                                WRAP: free_fn ctx; VIEW: unused */
@@ -156,6 +161,62 @@ struct nbuf {
     struct nbuf *root;                      /* VIEW: owner of mem; else NULL */
     void (*free_fn)(void *data, void *ctx); /* WRAP */
     struct nbuf_header_ext *ext;            /* leak/checked-mode record, or NULL */
+};
+
+/* ---- debugging (leak.c) ------------------------------------------------ */
+
+#define NBUF_BT_DEPTH 16  /* frames kept of an allocation or final release */
+#define NBUF_SITE_DEPTH 6 /* frames kept of a retain/release site */
+#define NBUF_NSITES 4     /* retain/release sites kept (a ring, newest last) */
+
+struct nbuf_site {
+    uint8_t op;      /* enum nbuf_site_op (leak.c) */
+    uint32_t refcnt; /* count after the operation */
+    uint32_t depth;
+    void *pc[NBUF_SITE_DEPTH];
+};
+
+/*
+ * The history of one tracked buffer (NBUF_LEAK, checked mode).
+ *
+ * Invariants:
+ * - on the registry's live list iff the buffer is live (refcnt > 0);
+ *   buf->ext == this while attached.
+ * Synchronization: the registry's lock (sites are written by whichever
+ * thread retains or releases).
+ */
+struct nbuf_header_ext {
+    struct nbuf_header_ext *next, *prev; /* registry live list */
+    struct nbuf *buf;
+    uint64_t serial; /* allocation number within the pool */
+    size_t capacity, requested;
+    uint8_t kind;
+    bool live;
+    uint32_t nsites; /* sites recorded, ever (ring index = nsites % NBUF_NSITES) */
+    uint32_t alloc_depth, free_depth;
+    void *alloc_pc[NBUF_BT_DEPTH];
+    void *free_pc[NBUF_BT_DEPTH];
+    struct nbuf_site sites[NBUF_NSITES];
+};
+
+/*
+ * Per-pool debugging state: the registry of live tracked buffers and the
+ * checked-mode quarantine (a FIFO of released headers).
+ *
+ * Invariants:
+ * - nlive = length of live; qcount <= qcap; every quarantined header has
+ *   refcnt 0 and NBUF_F_CHECKED.
+ * Synchronization: lock guards everything but the immutable mode fields.
+ */
+struct nbuf_leak_registry {
+    pthread_mutex_t lock;
+    int mode;     /* enum nbuf_leak_mode (leak.c) */
+    bool checked; /* pool in checked mode */
+    struct nbuf_header_ext *live;
+    uint64_t nlive;
+    uint64_t serial;
+    struct nbuf **quarantine; /* ring of qcap */
+    uint32_t qcap, qhead, qcount;
 };
 
 /* ---- arenas ---------------------------------------------------------- */

@@ -75,3 +75,119 @@ t_report_text(void)
 {
     return report_text;
 }
+
+/* ---- allocator-core helpers ---- */
+
+struct nbuf_pool_stats
+t_stats(struct nbuf_pool *p)
+{
+    struct nbuf_pool_stats st;
+    cr_assert_eq(nbuf_pool_stats(p, &st), 0);
+    return st;
+}
+
+void
+t_stats_assert_same(const struct nbuf_pool_stats *a, const struct nbuf_pool_stats *b)
+{
+#define SAME(f)                                                                                    \
+    cr_assert_eq(a->f, b->f, #f ": %llu then %llu", (unsigned long long)a->f,                      \
+                 (unsigned long long)b->f)
+    SAME(chunks);
+    SAME(backing_bytes);
+    SAME(used_bytes);
+    SAME(requested_bytes);
+    SAME(live_buffers);
+    SAME(allocations);
+    SAME(releases);
+    SAME(cache_hits);
+    SAME(cache_misses);
+    SAME(remote_releases);
+    SAME(huge_allocations);
+    SAME(views);
+#undef SAME
+}
+
+static inline uint64_t
+pattern_word(uint64_t seed, size_t k)
+{
+    uint64_t x = seed + (uint64_t)k * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 29;
+    return x * 0xbf58476d1ce4e5b9ull;
+}
+
+void
+t_pattern_fill(void *dst, size_t n, uint64_t seed)
+{
+    uint8_t *d = dst;
+    size_t k = 0;
+    for (; (k + 1) * 8 <= n; k++) {
+        uint64_t w = pattern_word(seed, k);
+        memcpy(d + k * 8, &w, 8);
+    }
+    uint64_t w = pattern_word(seed, k);
+    memcpy(d + k * 8, &w, n - k * 8);
+}
+
+size_t
+t_pattern_bad(const void *src, size_t n, uint64_t seed)
+{
+    const uint8_t *s = src;
+    size_t k = 0;
+    for (; (k + 1) * 8 <= n; k++) {
+        uint64_t w = pattern_word(seed, k);
+        if (memcmp(s + k * 8, &w, 8) != 0)
+            break;
+    }
+    uint64_t w = pattern_word(seed, k);
+    const uint8_t *wb = (const uint8_t *)&w;
+    for (size_t i = k * 8; i < n; i++) {
+        if (s[i] != wb[i - k * 8])
+            return i;
+        if (i - k * 8 == 7) {
+            k++;
+            w = pattern_word(seed, k);
+        }
+    }
+    return SIZE_MAX;
+}
+
+void
+t_buf_fill(struct nbuf *b, uint64_t seed)
+{
+    size_t n = nbuf_writable(b);
+    uint8_t *w = nbuf_reserve(b, n);
+    cr_assert_not_null(w, "nbuf_reserve(%zu): %s", n, strerror(errno));
+    t_pattern_fill(w, n, seed);
+    cr_assert_eq(nbuf_commit(b, n), 0);
+}
+
+bool
+t_buf_verify(const struct nbuf *b, uint64_t seed)
+{
+    return t_pattern_bad(nbuf_data(b), nbuf_readable(b), seed) == SIZE_MAX;
+}
+
+static _Atomic unsigned thread_failures;
+static char thread_failure_text[512];
+
+void
+t_thread_fail_(const char *file, int line, const char *expr)
+{
+    if (atomic_fetch_add(&thread_failures, 1) == 0)
+        snprintf(thread_failure_text, sizeof(thread_failure_text), "%s:%d: %s", file, line, expr);
+}
+
+void
+t_thread_assert_ok(void)
+{
+    unsigned n = atomic_load(&thread_failures);
+    cr_assert_eq(n, 0, "%u failed checks on worker threads, first: %s", n, thread_failure_text);
+}
+
+void
+t_run_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, fn, arg), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+}

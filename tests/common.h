@@ -35,4 +35,41 @@ t_rand(uint64_t *s)
     return *s * 2685821657736338717ull;
 }
 
+/* ---- allocator-core helpers (test_backing ... test_stress) ---- */
+
+/* A snapshot of @p's counters (asserts that nbuf_pool_stats succeeds). */
+struct nbuf_pool_stats t_stats(struct nbuf_pool *p);
+/* Assert two snapshots agree on every counter that an allocation or a
+ * release moves (limit_failures, threads and cached_bytes excluded). */
+void t_stats_assert_same(const struct nbuf_pool_stats *a, const struct nbuf_pool_stats *b);
+
+/* A pattern derived from @seed over [0, n); _bad returns the first offset that
+ * differs, or SIZE_MAX. */
+void t_pattern_fill(void *dst, size_t n, uint64_t seed);
+size_t t_pattern_bad(const void *src, size_t n, uint64_t seed);
+/* Write @b's whole writable room with the pattern and commit it; verify that
+ * every readable byte reads back (false on the first wrong byte). */
+void t_buf_fill(struct nbuf *b, uint64_t seed);
+bool t_buf_verify(const struct nbuf *b, uint64_t seed);
+
+/* Checks for any thread: Criterion's asserts abort the test only from its
+ * own thread, so workers record failures and the test thread reports them. */
+#define T_CHECK(cond) ((cond) ? (void)0 : t_thread_fail_(__FILE__, __LINE__, #cond))
+void t_thread_fail_(const char *file, int line, const char *expr);
+/* Asserts (on the test's thread) that no T_CHECK has failed. */
+void t_thread_assert_ok(void);
+/* Run fn(arg) on a new thread and join it. */
+void t_run_thread(void *(*fn)(void *), void *arg);
+
+/* Tests that write pooled memory outside any buffer (chunk runs, raw pairs)
+ * unpoison it first (ASan builds poison memory no buffer owns) and poison it
+ * again before giving it back. */
+#ifdef NBUF_UNPOISON
+#define T_UNPOISON(p, n) NBUF_UNPOISON(p, n)
+#define T_POISON(p, n) NBUF_POISON(p, n)
+#else
+#define T_UNPOISON(p, n) ((void)(p), (void)(n))
+#define T_POISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #endif

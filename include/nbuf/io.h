@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file nbuf/io.h
- * @brief Moving bytes between file descriptors inside the kernel. (Issue 4.)
+ * @brief Moving bytes between file descriptors inside the kernel.
+ *
+ * For proxies: bytes arriving on one socket leave on another without being
+ * copied to user space, through a pipe pair that each thread creates once
+ * and keeps (HAProxy's and nginx's splice technique).
  */
 #ifndef NBUF_IO_H
 #define NBUF_IO_H
@@ -12,6 +16,35 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/**
+ * Move up to @p len bytes from @p in_fd to @p out_fd with splice(2) through
+ * the calling thread's cached pipe pair (created on first use, closed when
+ * the thread exits).
+ *
+ * At most one pipe's worth (64 KiB by default) is taken from @p in_fd at a
+ * time, and everything taken is delivered to @p out_fd before the call
+ * returns: if @p out_fd is non-blocking and full, the call waits with poll()
+ * for it to drain, so no byte is ever left behind in the pipe. The call
+ * continues until @p len bytes have moved, @p in_fd reaches end of file, or
+ * @p in_fd has nothing more to give right now (-EAGAIN on a non-blocking
+ * @p in_fd); with a blocking @p in_fd it waits for the data, as sendfile()
+ * does. EINTR is retried; SIGPIPE is never raised (blocked in the calling
+ * thread for the call).
+ *
+ * At least one of the two descriptors may be a pipe or not: any pair
+ * splice(2) accepts through a pipe (sockets, pipes, regular files as the
+ * source).
+ *
+ * @return bytes moved (> 0); 0 at end of file of @p in_fd with nothing
+ *         moved, or when @p len is 0 (no syscall); -EAGAIN when @p in_fd had
+ *         nothing to read; -EBADF (negative descriptor), -EINVAL (a pair
+ *         splice cannot serve); or another -errno of splice()/pipe2()
+ *         (-EMFILE: no descriptors for the pipe pair). An error of @p out_fd
+ *         (-EPIPE, -ECONNRESET) is returned even after some bytes moved,
+ *         because bytes already taken from @p in_fd are then lost.
+ */
+ssize_t nbuf_splice(int in_fd, int out_fd, size_t len);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,459 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One connection: requests are read with nbuf_composite_read_fd into pooled
+ * buffers (the input composite), parsed in place, and their arguments taken
+ * out: small ones copied into a scratch area, large values as retained
+ * slices of the request buffers (see take_value for the copy rule). Replies
+ * accumulate in the output composite and go out with one
+ * nbuf_composite_writev per wakeup; EAGAIN waits for EPOLLOUT.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "kv.h"
+
+#define UNKNOWN_ARG_COPY 256 /* bytes kept of each argument of an unknown command */
+#define SCRATCH_KEEP (1u << 20)
+#define ARGV_KEEP 4096
+
+/* Synchronization: owned by its worker thread alone. */
+struct kv_client {
+    struct kv_client *prev, *next; /* the worker's list */
+    struct kv_worker *w;
+    int fd;
+    uint32_t events;  /* what epoll watches now */
+    bool closing;     /* QUIT or protocol error: close once the replies are out */
+    struct nbuf_composite *in, *out;
+    struct resp_parser parser;
+    unsigned char *scratch;
+    size_t scratch_cap;
+    struct resp_span *ispans;
+    size_t ispans_cap;
+    struct kv_arg *argv;
+    size_t argv_cap;
+};
+
+static int
+ensure_scratch(struct kv_client *cl, size_t need)
+{
+    if (need <= cl->scratch_cap)
+        return 0;
+    size_t cap = cl->scratch_cap ? cl->scratch_cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    unsigned char *n = malloc(cap);
+    if (!n)
+        return -ENOMEM;
+    free(cl->scratch);
+    cl->scratch = n;
+    cl->scratch_cap = cap;
+    return 0;
+}
+
+static int
+ensure_argv(struct kv_client *cl, size_t argc)
+{
+    if (argc <= cl->argv_cap)
+        return 0;
+    size_t cap = cl->argv_cap ? cl->argv_cap : 16;
+    while (cap < argc)
+        cap *= 2;
+    struct kv_arg *n = realloc(cl->argv, cap * sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    cl->argv = n;
+    cl->argv_cap = cap;
+    return 0;
+}
+
+/* Drop what a command left in its arguments and oversized work areas. */
+static void
+release_args(struct kv_client *cl, size_t argc)
+{
+    for (size_t i = 0; i < argc; i++) {
+        struct kv_arg *a = &cl->argv[i];
+        for (uint32_t j = 0; j < a->nseg; j++)
+            nbuf_release(a->segs[j]); /* NULL (moved to the store) is a no-op */
+        if (a->segs && a->segs != &a->seg1)
+            free(a->segs);
+    }
+    if (cl->scratch_cap > SCRATCH_KEEP) {
+        free(cl->scratch);
+        cl->scratch = NULL;
+        cl->scratch_cap = 0;
+    }
+    if (cl->argv_cap > ARGV_KEEP) {
+        free(cl->argv);
+        cl->argv = NULL;
+        cl->argv_cap = 0;
+    }
+}
+
+/* Consume the next @p n bytes of the input into a pooled buffer of n bytes. */
+static struct nbuf *
+copy_out(struct kv_client *cl, size_t n)
+{
+    struct nbuf *b = nbuf_alloc(cl->w->srv->pool, n);
+    uint8_t *dst = b ? nbuf_reserve(b, n) : NULL;
+
+    if (!dst || nbuf_composite_read(cl->in, dst, n) != 0 || nbuf_commit(b, n) != 0) {
+        nbuf_release(b);
+        return NULL;
+    }
+    return b;
+}
+
+/*
+ * Take a value of @p len bytes at the input's reader into @p a.
+ *
+ * The copy rule: a slice pins the whole buffer it points into, and read
+ * buffers are at most KV_READ_MAX (64 KiB). So a value shorter than
+ * copy_below (default 64 KiB / 4 = 16 KiB) is copied into a pooled buffer
+ * of its own size, and a longer one is kept as retained views of the
+ * request buffers, one per buffer it spans, each of them at least
+ * copy_below long, so that no view pins more than 4 times its own bytes.
+ * Short pieces at the value's edges are copied together (the same rule per
+ * piece). Values shorter than inline_max never get here (client_run copies
+ * them into the entry itself).
+ */
+static int
+take_value(struct kv_client *cl, struct kv_arg *a, size_t len)
+{
+    const struct kv_config *cfg = cl->w->srv->cfg;
+    struct iovec stack_iov[16], *iov = stack_iov;
+    size_t cnt, run = 0, got = 0;
+    uint32_t nseg = 0;
+    int n, r = 0;
+
+    a->owned = true;
+    if (len < cfg->copy_below) {
+        if (!(a->seg1 = copy_out(cl, len)))
+            return -ENOMEM;
+        a->segs = &a->seg1;
+        a->nseg = 1;
+        return 0;
+    }
+    cnt = nbuf_composite_count(cl->in);
+    if (cnt > INT_MAX)
+        cnt = INT_MAX;
+    if (cnt > 16 && !(iov = malloc(cnt * sizeof(*iov))))
+        return -ENOMEM;
+    n = nbuf_composite_iov(cl->in, iov, (int)cnt, len);
+    for (int i = 0; i < n; i++)
+        got += iov[i].iov_len;
+    if (n <= 0 || got != len) {
+        /* Not all memory (cannot happen for socket input): one copy. */
+        if (!(a->seg1 = nbuf_composite_read_slice(cl->in, len)))
+            r = -ENOMEM;
+        a->segs = &a->seg1;
+        a->nseg = r ? 0 : 1;
+        goto out_free;
+    }
+    a->segs = n == 1 ? &a->seg1 : calloc((size_t)n, sizeof(*a->segs));
+    if (!a->segs) {
+        r = -ENOMEM;
+        goto out_free;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t piece = iov[i].iov_len;
+        if (piece < cfg->copy_below) {
+            run += piece;
+            continue;
+        }
+        if (run) {
+            if (!(a->segs[nseg] = copy_out(cl, run))) {
+                r = -ENOMEM;
+                goto out_free;
+            }
+            nseg++;
+            a->nseg = nseg;
+            run = 0;
+        }
+        /* One component: a zero-copy view that now holds the request buffer. */
+        if (!(a->segs[nseg] = nbuf_composite_read_slice(cl->in, piece))) {
+            r = -ENOMEM;
+            goto out_free;
+        }
+        nseg++;
+        a->nseg = nseg;
+        a->owned = false;
+    }
+    if (run) {
+        if (!(a->segs[nseg] = copy_out(cl, run))) {
+            r = -ENOMEM;
+            goto out_free;
+        }
+        a->nseg = ++nseg;
+        a->owned = true;
+    }
+out_free:
+    if (iov != stack_iov)
+        free(iov);
+    return r;
+}
+
+static int
+run_command(struct kv_client *cl, const struct kv_command *cmd, size_t argc)
+{
+    struct kv_ctx x = {
+        .srv = cl->w->srv,
+        .out = cl->out,
+        .argc = (int)argc,
+        .argv = cl->argv,
+        .now_ms = cl->w->now_ms,
+    };
+    int r = cmd ? kv_command_run(cmd, &x) : kv_command_unknown(&x);
+    if (x.close_after)
+        cl->closing = true;
+    return r;
+}
+
+/* A complete multibulk command: take the arguments out, consume it, run it. */
+static int
+client_run_multibulk(struct kv_client *cl)
+{
+    struct resp_parser *p = &cl->parser;
+    const struct kv_config *cfg = cl->w->srv->cfg;
+    size_t argc = p->nparsed, need = 0, so = 0, consumed = 0, done = 0;
+    size_t cut = cfg->inline_max < cfg->copy_below ? cfg->inline_max : cfg->copy_below;
+    const struct kv_command *cmd = NULL;
+    unsigned char name[16];
+    int r;
+
+    if ((r = ensure_argv(cl, argc)))
+        return r;
+    if (p->args[0].len < sizeof(name) &&
+        nbuf_composite_get(cl->in, p->args[0].off, name, p->args[0].len) == 0)
+        cmd = kv_command_lookup(name, p->args[0].len);
+    for (size_t i = 0; i < argc; i++) {
+        size_t len = p->args[i].len;
+        if (kv_command_is_value(cmd, (int)argc, (int)i) && len && len >= cut)
+            continue;
+        need += (cmd || len < UNKNOWN_ARG_COPY ? len : UNKNOWN_ARG_COPY) + 1;
+    }
+    if ((r = ensure_scratch(cl, need)))
+        return r;
+    for (size_t i = 0; i < argc; i++) {
+        struct kv_arg *a = &cl->argv[i];
+        size_t off = p->args[i].off, len = p->args[i].len;
+
+        memset(a, 0, sizeof(*a));
+        a->len = len;
+        done = i + 1;
+        if (kv_command_is_value(cmd, (int)argc, (int)i) && len && len >= cut) {
+            if ((r = nbuf_composite_skip(cl->in, off - consumed)))
+                goto out_release;
+            consumed = off + len;
+            if ((r = take_value(cl, a, len)))
+                goto out_release;
+            continue;
+        }
+        size_t copy = cmd || len < UNKNOWN_ARG_COPY ? len : UNKNOWN_ARG_COPY;
+        if ((r = nbuf_composite_get(cl->in, off - consumed, cl->scratch + so, copy)))
+            goto out_release;
+        cl->scratch[so + copy] = '\0'; /* C-string views for messages and fnmatch */
+        a->p = cl->scratch + so;
+        so += copy + 1;
+    }
+    if ((r = nbuf_composite_skip(cl->in, p->pos - consumed)))
+        goto out_release;
+    resp_parser_reset(p);
+    r = run_command(cl, cmd, argc);
+out_release:
+    release_args(cl, done);
+    return r;
+}
+
+/* A complete inline command: split it like Redis, consume it, run it. */
+static int
+client_run_inline(struct kv_client *cl)
+{
+    struct resp_parser *p = &cl->parser;
+    size_t len = p->line_len, nspans = 0, so;
+    unsigned char *line, *split;
+    int n, r;
+
+    /* Line, split output, then NUL-terminated arguments (at most 2 * len). */
+    if ((r = ensure_scratch(cl, 4 * len + 16)))
+        return r;
+    line = cl->scratch;
+    split = line + len;
+    if ((r = nbuf_composite_get(cl->in, 0, line, len)) ||
+        (r = nbuf_composite_skip(cl->in, p->pos)))
+        return r;
+    resp_parser_reset(p);
+    n = resp_split_inline(line, len, split, &cl->ispans, &nspans, &cl->ispans_cap);
+    if (n == -EINVAL) {
+        cl->closing = true;
+        return kv_reply_error(cl->out, "ERR Protocol error: unbalanced quotes in request");
+    }
+    if (n <= 0)
+        return n;
+    if ((r = ensure_argv(cl, (size_t)n)))
+        return r;
+    so = 2 * len;
+    for (int i = 0; i < n; i++) {
+        struct kv_arg *a = &cl->argv[i];
+        memset(a, 0, sizeof(*a));
+        memcpy(cl->scratch + so, split + cl->ispans[i].off, cl->ispans[i].len);
+        cl->scratch[so + cl->ispans[i].len] = '\0';
+        a->p = cl->scratch + so;
+        a->len = cl->ispans[i].len;
+        so += a->len + 1;
+    }
+    r = run_command(cl, kv_command_lookup(cl->argv[0].p, cl->argv[0].len), (size_t)n);
+    release_args(cl, (size_t)n);
+    return r;
+}
+
+/* Parse and run what is buffered, until more input is needed, the reply
+ * queue is long enough to wait for the peer, or the client is closing. */
+static int
+client_process(struct kv_client *cl)
+{
+    const struct kv_config *cfg = cl->w->srv->cfg;
+    int r = 0;
+
+    while (!cl->closing && !r) {
+        if (nbuf_composite_readable(cl->out) >= KV_OUT_PAUSE) {
+            ssize_t n = nbuf_composite_writev(cl->out, cl->fd);
+            if (n < 0 && n != -EAGAIN)
+                return (int)n;
+            if (nbuf_composite_readable(cl->out) >= KV_OUT_PAUSE)
+                break;
+        }
+        switch (resp_parse(&cl->parser, cl->in)) {
+        case RESP_AGAIN:
+            /* Like client-query-buffer-limit: drop a client that piles up. */
+            if (nbuf_composite_readable(cl->in) > cfg->max_query)
+                return -ENOBUFS;
+            return 0;
+        case RESP_EMPTY:
+            r = nbuf_composite_skip(cl->in, cl->parser.pos);
+            resp_parser_reset(&cl->parser);
+            break;
+        case RESP_ERROR:
+            __atomic_fetch_add(&cl->w->srv->protocol_errors, 1, __ATOMIC_RELAXED);
+            cl->closing = true;
+            r = kv_reply_error(cl->out, "ERR %s", cl->parser.err);
+            break;
+        case RESP_COMMAND:
+            r = client_run_multibulk(cl);
+            break;
+        case RESP_INLINE:
+            r = client_run_inline(cl);
+            break;
+        }
+    }
+    return r;
+}
+
+/* Write what is queued and watch for what comes next. @return 0, or < 0 to
+ * close the connection (an error, or a closing client whose replies are out). */
+static int
+client_flush(struct kv_client *cl)
+{
+    size_t pending = nbuf_composite_readable(cl->out);
+    uint32_t want = 0;
+
+    if (pending) {
+        ssize_t n = nbuf_composite_writev(cl->out, cl->fd);
+        if (n < 0 && n != -EAGAIN)
+            return (int)n;
+        pending = nbuf_composite_readable(cl->out);
+    }
+    if (!pending && cl->closing)
+        return -ECONNRESET;
+    if (pending)
+        want |= EPOLLOUT;
+    if (!cl->closing && pending < KV_OUT_PAUSE)
+        want |= EPOLLIN;
+    if (want != cl->events) {
+        int r = kv_worker_watch(cl->w, cl->fd, cl, want, false);
+        if (r)
+            return r;
+        cl->events = want;
+    }
+    return 0;
+}
+
+int
+kv_client_on_event(struct kv_client *cl, uint32_t events)
+{
+    int r;
+
+    if (events & EPOLLERR)
+        return -EIO;
+    if ((cl->events & EPOLLIN) && (events & (EPOLLIN | EPOLLHUP))) {
+        ssize_t n = nbuf_composite_read_fd(cl->in, cl->fd, KV_READ_MAX);
+        if (n == 0)
+            return -ECONNRESET; /* the peer is gone: so are its replies */
+        if (n < 0 && n != -EAGAIN)
+            return (int)n;
+        cl->w->now_ms = kv_now_ms();
+    }
+    if ((r = client_process(cl)))
+        return r;
+    return client_flush(cl);
+}
+
+struct kv_client *
+kv_client_new(struct kv_worker *w, int fd)
+{
+    struct kv_client *cl = calloc(1, sizeof(*cl));
+
+    if (!cl)
+        return NULL;
+    cl->w = w;
+    cl->fd = fd;
+    resp_parser_init(&cl->parser, w->srv->cfg->max_bulk);
+    cl->in = nbuf_composite_new(w->srv->pool);
+    cl->out = nbuf_composite_new(w->srv->pool);
+    if (!cl->in || !cl->out)
+        goto out_free;
+    cl->events = EPOLLIN;
+    if (kv_worker_watch(w, fd, cl, cl->events, true) != 0)
+        goto out_free;
+    cl->next = w->clients;
+    if (w->clients)
+        w->clients->prev = cl;
+    w->clients = cl;
+    return cl;
+
+out_free:
+    nbuf_composite_free(cl->in);
+    nbuf_composite_free(cl->out);
+    free(cl);
+    return NULL;
+}
+
+void
+kv_client_free(struct kv_client *cl)
+{
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        cl->w->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    close(cl->fd); /* also leaves the epoll set */
+    nbuf_composite_free(cl->in);
+    nbuf_composite_free(cl->out);
+    resp_parser_fini(&cl->parser);
+    free(cl->scratch);
+    free(cl->ispans);
+    free(cl->argv);
+    __atomic_fetch_sub(&cl->w->srv->nclients, 1, __ATOMIC_RELAXED);
+    free(cl);
+}
+
+void
+kv_client_free_all(struct kv_worker *w)
+{
+    while (w->clients)
+        kv_client_free(w->clients);
+}

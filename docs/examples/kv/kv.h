@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * nbuf-kv: a RESP2 (Redis protocol) key-value server built on nbuf.
+ *
+ * Shared types and prototypes, by file: config (main.c), the store
+ * (store.c), the request parser (resp.c), replies (reply.c), commands
+ * (commands.c), connections (client.c) and the event loops (server.c).
+ */
+#ifndef NBUF_KV_H
+#define NBUF_KV_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <nbuf.h>
+
+#define KV_SHARDS 64                  /* store shards (one lock each); a power of two */
+#define KV_INLINE_MAX_DEFAULT 256     /* values shorter than this live inside the entry */
+#define KV_READ_MAX (64u * 1024)      /* most bytes one read_fd offers (the composite's cap) */
+#define KV_COPY_BELOW_DEFAULT (KV_READ_MAX / 4) /* shorter values are copied, longer sliced */
+#define KV_MAX_BULK_DEFAULT (512u * 1024 * 1024)
+#define KV_MAX_QUERY_DEFAULT (1024u * 1024 * 1024)
+#define KV_MAX_CLIENTS_DEFAULT 10000
+#define KV_INLINE_LINE_MAX (64 * 1024) /* Redis's PROTO_INLINE_MAX_SIZE */
+#define KV_OUT_PAUSE (1u << 20)        /* stop parsing while this much reply is queued */
+#define KV_PROTO_ERR_MAX 192           /* longest protocol error message */
+
+/* Command-line configuration, filled by main.c and read-only afterwards. */
+struct kv_config {
+    const char *bind;
+    unsigned port;
+    unsigned threads;
+    size_t max_bulk;    /* largest bulk string accepted ($N), like proto-max-bulk-len */
+    size_t max_query;   /* unparsed bytes per client before it is dropped */
+    unsigned max_clients;
+    size_t copy_below;  /* request values shorter than this are copied */
+    size_t inline_max;  /* copied values shorter than this go inside the entry */
+    bool stats;
+};
+
+/* ---- store.c ------------------------------------------------------------ */
+
+/*
+ * One key. Invariants: the key bytes start at data[0]; when nseg == 0 the
+ * value (vlen bytes) follows the key inline, otherwise data holds, 8-byte
+ * aligned after the key, nseg buffer references whose readable bytes,
+ * concatenated, are the value (their lengths add up to vlen). expire_ms 0
+ * means no expiry. Synchronization: the shard's lock (when the store is
+ * locked).
+ */
+struct kv_entry {
+    struct kv_entry *next; /* hash chain */
+    int64_t expire_ms;     /* absolute Unix time in ms, 0 = persistent */
+    uint32_t hash;         /* low 32 bits of the key hash (bucket index) */
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t nseg;         /* KV_TAIL_OWNED | number of buffer segments */
+    unsigned char data[];
+};
+
+/* The last segment is a buffer the store allocated itself (not a view of a
+ * request), so APPEND may write into its free room when nobody else holds it. */
+#define KV_TAIL_OWNED 0x80000000u
+#define KV_NSEG_MASK 0x7fffffffu
+
+/* A value handed to the store: inline bytes (nseg 0) or buffer segments
+ * whose references the store takes on success. */
+struct kv_val {
+    const unsigned char *p;
+    size_t len;
+    struct nbuf **segs;
+    uint32_t nseg;
+    bool tail_owned;
+};
+
+struct kv_store;
+
+struct kv_store *kv_store_new(bool locked);
+void kv_store_free(struct kv_store *s);
+uint64_t kv_hash(const struct kv_store *s, const void *key, size_t klen);
+unsigned kv_shard_of(uint64_t hash);
+void kv_store_lock(struct kv_store *s, unsigned shard);
+void kv_store_unlock(struct kv_store *s, unsigned shard);
+void kv_store_lock_mask(struct kv_store *s, uint64_t mask);
+void kv_store_unlock_mask(struct kv_store *s, uint64_t mask);
+struct kv_entry *kv_store_find_locked(struct kv_store *s, uint64_t hash, const void *key,
+                                      size_t klen, int64_t now_ms);
+int kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
+                        const struct kv_val *v, int64_t expire_ms, bool keep_ttl, int64_t now_ms);
+int kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
+                        int64_t now_ms);
+uint64_t kv_store_size(struct kv_store *s);
+void kv_store_flush(struct kv_store *s);
+size_t kv_store_sweep(struct kv_store *s, unsigned shard, int64_t now_ms, unsigned budget);
+
+static inline const unsigned char *
+kv_entry_inline(const struct kv_entry *e)
+{
+    return e->data + e->klen;
+}
+
+static inline struct nbuf **
+kv_entry_segs(struct kv_entry *e)
+{
+    size_t off = ((size_t)e->klen + 7) & ~(size_t)7;
+    return (struct nbuf **)(void *)(e->data + off);
+}
+
+static inline uint32_t
+kv_entry_nseg(const struct kv_entry *e)
+{
+    return e->nseg & KV_NSEG_MASK;
+}
+
+size_t kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n);
+
+/* ---- resp.c ------------------------------------------------------------- */
+
+/* Where one argument lies in the input composite (offsets from its reader). */
+struct resp_span {
+    size_t off;
+    size_t len;
+};
+
+enum resp_status {
+    RESP_AGAIN = 0,  /* need more bytes */
+    RESP_COMMAND,    /* a multibulk command: spans in p->args, ends at p->pos */
+    RESP_INLINE,     /* an inline command: line [0, p->line_len), ends at p->pos */
+    RESP_EMPTY,      /* nothing to run (*0, *-1, blank line): consume p->pos */
+    RESP_ERROR,      /* protocol error: p->err holds the message */
+};
+
+/*
+ * Incremental RESP2 request parser over a composite. Nothing is consumed
+ * while a command is incomplete, so offsets stay valid between reads and a
+ * long command is scanned once, not once per read.
+ */
+struct resp_parser {
+    int kind;             /* 0 before the first byte, '*' multibulk, 'i' inline */
+    long long nargs;      /* declared argument count */
+    size_t pos;           /* next byte to look at */
+    long long bulklen;    /* -1 while reading a $ line */
+    struct resp_span *args;
+    size_t nparsed;
+    size_t cap;
+    size_t line_len;      /* RESP_INLINE: bytes of the line without its ending */
+    size_t max_bulk;
+    char err[KV_PROTO_ERR_MAX];
+};
+
+void resp_parser_init(struct resp_parser *p, size_t max_bulk);
+void resp_parser_fini(struct resp_parser *p);
+void resp_parser_reset(struct resp_parser *p);
+enum resp_status resp_parse(struct resp_parser *p, const struct nbuf_composite *in);
+int resp_split_inline(const unsigned char *line, size_t len, unsigned char *out,
+                      struct resp_span **spans, size_t *nspans, size_t *cap);
+bool kv_string2ll(const void *s, size_t len, long long *out);
+
+/* ---- reply.c ------------------------------------------------------------ */
+
+int kv_reply_raw(struct nbuf_composite *out, const void *p, size_t n);
+int kv_reply_ok(struct nbuf_composite *out);
+int kv_reply_null(struct nbuf_composite *out);
+int kv_reply_int(struct nbuf_composite *out, long long v);
+int kv_reply_array(struct nbuf_composite *out, long long n);
+int kv_reply_bulk(struct nbuf_composite *out, const void *p, size_t n);
+int kv_reply_error(struct nbuf_composite *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int kv_reply_entry(struct nbuf_composite *out, struct kv_entry *e, size_t off, size_t len);
+size_t kv_fmt_ll(char *dst, long long v);
+
+/* ---- commands.c --------------------------------------------------------- */
+
+/* One argument of the running command. Contiguous bytes (p) for every
+ * argument except large values, which arrive as buffer segments (segs)
+ * that the command may move into the store (setting them to NULL). */
+struct kv_arg {
+    const unsigned char *p;
+    size_t len;
+    struct nbuf **segs;
+    uint32_t nseg;
+    bool owned;          /* segs[0] is a pooled copy (not a view of a request) */
+    struct nbuf *seg1;   /* storage for the common single segment */
+};
+
+struct kv_server;
+struct kv_command;
+
+struct kv_ctx {
+    struct kv_server *srv;
+    struct nbuf_composite *out;
+    int argc;
+    struct kv_arg *argv;
+    int64_t now_ms;
+    bool close_after;    /* QUIT */
+};
+
+const struct kv_command *kv_command_lookup(const void *name, size_t len);
+bool kv_command_is_value(const struct kv_command *cmd, int argc, int i);
+int kv_command_run(const struct kv_command *cmd, struct kv_ctx *x);
+int kv_command_unknown(struct kv_ctx *x);
+void kv_commands_init(void);
+
+/* ---- client.c ----------------------------------------------------------- */
+
+struct kv_worker;
+struct kv_client;
+
+struct kv_client *kv_client_new(struct kv_worker *w, int fd);
+void kv_client_free(struct kv_client *cl);
+void kv_client_free_all(struct kv_worker *w);
+int kv_client_on_event(struct kv_client *cl, uint32_t events);
+
+/* ---- server.c ----------------------------------------------------------- */
+
+/* One event loop thread. Owns its epoll fd, its listener (SO_REUSEPORT) and
+ * its clients; nothing here is touched by other threads. */
+struct kv_worker {
+    struct kv_server *srv;
+    unsigned id;
+    int epfd;
+    int lfd;
+    pthread_t thread;
+    struct kv_client *clients; /* doubly linked list of live connections */
+    int64_t now_ms;            /* clock snapshot of this loop iteration */
+    int64_t next_sweep_ms;
+    int error;
+};
+
+struct kv_server {
+    const struct kv_config *cfg;
+    struct nbuf_pool *pool;
+    struct kv_store *store;
+    struct kv_worker *workers;
+    unsigned nworkers;
+    int stop_fd;                  /* eventfd: readable once shutdown begins */
+    unsigned nclients;             /* atomically updated */
+    unsigned port;                /* bound port */
+    uint64_t protocol_errors;     /* counters, atomically updated */
+    uint64_t commands;
+};
+
+int kv_server_start(struct kv_server *srv, const struct kv_config *cfg, struct nbuf_pool *pool);
+void kv_server_stop(struct kv_server *srv);
+int64_t kv_now_ms(void);
+int kv_worker_watch(struct kv_worker *w, int fd, struct kv_client *cl, uint32_t events, bool add);
+
+#endif /* NBUF_KV_H */

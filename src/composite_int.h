@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Composite internals shared by composite.c (components, lookups, reads,
+ * framing) and flush.c (writev/sendfile): the component ring, its inline
+ * accessors and the few helpers the flush needs. Tests include it too.
+ */
+#ifndef NBUF_COMPOSITE_INT_H
+#define NBUF_COMPOSITE_INT_H
+
+#include "internal.h"
+
+/*
+ * A file region's descriptor, shared by the components a split or an append
+ * made of one nbuf_composite_add_file() call.
+ * Synchronization: refs is atomic (halves of a split may live on different
+ * threads); fd is immutable.
+ */
+struct nbuf_cfile_ {
+    _Atomic uint32_t refs;
+    int fd; /* our own dup, closed with the last reference */
+};
+
+/*
+ * One component: len > 0 bytes of a buffer's memory at buf->mem + off, or of
+ * a file at offset off.
+ *
+ * Invariants:
+ * - len > 0 (empty components are never stored, so never become iovecs).
+ * - start = the composite's base + the lengths of the components before it
+ *   (mod 2^64): positions never move when the front is consumed or a
+ *   component is prepended.
+ * - memory: buf is live and off + len <= buf->capacity.
+ * - nref references on buf belong to this component. A run of consecutive
+ *   components on one buffer shares references: a component with nref 0 is
+ *   always followed by one on the same buffer, and the last of a run has
+ *   nref >= 1. Consuming from the front keeps this true; a split gives the
+ *   moved part its own reference.
+ * - file: is_file, file->refs counts this component, nref is 1.
+ */
+struct nbuf_comp_ {
+    size_t start;
+    size_t len;
+    uint64_t off;
+    union {
+        struct nbuf *buf;
+        struct nbuf_cfile_ *file;
+    };
+    uint32_t nref;
+    uint8_t is_file;
+};
+
+/* Components stored in the composite itself before the ring is malloc'd. */
+#define NBUF_COMP_INLINE 4
+
+/*
+ * A composite: a ring (deque) of components read as one logical buffer.
+ *
+ * Invariants:
+ * - mask + 1 is a power of two >= count; component i (0 = the reader's) is at
+ *   slot (head + i) & mask.
+ * - base = the start of the first component; total = sum of lengths.
+ * - the first component begins at the reader: consumed bytes are cut off its
+ *   front at once (and it is released when it empties).
+ * - hint is any slot (validated before use).
+ * - tail, when set, is a buffer the composite holds one reference on, packed
+ *   by add_copy and read_fd at its writer index; bytes past its writer index
+ *   belong to nobody else.
+ * Synchronization: none; a composite has one owner at a time.
+ */
+struct nbuf_composite {
+    struct nbuf_comp_ *comps;
+    size_t mask;
+    size_t head;
+    size_t count;
+    size_t base;
+    size_t total;
+    size_t hint;
+    struct nbuf_pool *pool;
+    struct nbuf *tail;
+    uint32_t tail_size;  /* capacity of the next add_copy tail */
+    uint8_t rd_idx;      /* read_fd: index of the next read size */
+    uint8_t rd_small;    /* read_fd: consecutive small reads */
+    struct nbuf_comp_ inl[NBUF_COMP_INLINE];
+};
+
+static inline struct nbuf_comp_ *
+nbuf_comp_at_(const struct nbuf_composite *c, size_t i)
+{
+    return &c->comps[(c->head + i) & c->mask];
+}
+
+static inline const uint8_t *
+nbuf_comp_ptr_(const struct nbuf_comp_ *cp)
+{
+    return cp->buf->mem + cp->off;
+}
+
+/* ---- composite.c ---- */
+/* Consume @n <= total bytes from the front, releasing emptied components. */
+void nbuf_composite_consume_(struct nbuf_composite *c, size_t n);
+/* Make room for @more components (amortized doubling): 0 or -ENOMEM. */
+int nbuf_composite_reserve_(struct nbuf_composite *c, size_t more);
+/* Put @cp in front of the first component (room reserved); it takes cp's
+ * references. */
+void nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp);
+/* Full invariant check (tests, fuzzers, expensive asserts). */
+bool nbuf_composite_check_(const struct nbuf_composite *c);
+/* Test hooks: the next read_fd size, and the coalescing threshold. */
+size_t nbuf_composite_next_read_size_(const struct nbuf_composite *c);
+
+/* ---- flush.c ---- */
+/* Components up to this many bytes are coalesced by the flush (tests may
+ * change it; 0 disables coalescing). */
+extern size_t nbuf_flush_coalesce_max_;
+
+#endif /* NBUF_COMPOSITE_INT_H */

@@ -1,0 +1,359 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The flush: a composite's readable bytes to an fd. Memory goes out in
+ * batches of <= IOV_MAX iovecs and <= SSIZE_MAX bytes (sendmsg+MSG_NOSIGNAL
+ * on sockets, writev otherwise), runs of tiny components through a pooled
+ * staging copy; file regions by sendfile or pread+write. Written bytes are
+ * consumed from the front, so a partial write resumes at the next byte.
+ * Also owns the syscall table (sysops.h) and the SIGPIPE guard.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "composite_int.h"
+#include "sysops.h"
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+/* Linux moves at most this much per read/write/sendfile call. */
+#define RW_MAX ((size_t)0x7ffff000)
+/* Largest staging copy per batch; bigger runs of tiny components take more
+ * batches (each a full write, so rarely). */
+#define STAGE_MAX ((size_t)256 << 10)
+/* Bytes read per pread+write fallback step. */
+#define PULL_MAX ((size_t)64 << 10)
+
+/*
+ * Components of at most this many bytes are copied into the staging buffer
+ * when a neighbour is tiny too. Measured with tests/bench/bench_flush on a
+ * UNIX socketpair: a copied byte costs ~0.1 ns, one more iovec ~15-25 ns, so
+ * the break-even lies between 128 and 256 B (see docs/design.md).
+ */
+size_t nbuf_flush_coalesce_max_ = 128;
+
+/* ---- the syscall table ---- */
+
+static ssize_t
+sys_sendfile(int out_fd, int in_fd, off_t *off, size_t count)
+{
+    return sendfile(out_fd, in_fd, off, count);
+}
+
+static ssize_t
+sys_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, unsigned flags)
+{
+    return splice(fd_in, (loff_t *)off_in, fd_out, (loff_t *)off_out, len, flags);
+}
+
+#define SYS_DEFAULTS                                                                               \
+    {                                                                                              \
+        .writev = writev, .sendmsg = sendmsg, .sendfile = sys_sendfile, .read = read,              \
+        .readv = readv, .pread = pread, .write = write, .splice = sys_splice,                      \
+    }
+const struct nbuf_sys_ops_ nbuf_sys_default_ = SYS_DEFAULTS;
+struct nbuf_sys_ops_ nbuf_sys_ = SYS_DEFAULTS;
+
+/* ---- SIGPIPE ---- */
+
+void
+nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (g->active)
+        return;
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+    g->epipe = false;
+    g->active = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0;
+}
+
+void
+nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (!g->active)
+        return;
+    int saved = errno;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (g->epipe && !g->was_pending) {
+        /* The SIGPIPE our write raised is pending on this thread: take it. */
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    g->active = false;
+    errno = saved;
+}
+
+/* ---- the flush ---- */
+
+enum fd_mode { FD_UNKNOWN = 0, FD_SOCK, FD_PIPE, FD_OTHER };
+
+struct flush {
+    struct nbuf_composite *c;
+    int fd;
+    enum fd_mode mode;
+    bool no_sendfile;  /* sendfile refused once in this call */
+    bool short_write;  /* the last write took less than offered */
+    struct nbuf *stage; /* pooled staging copy, taken on first use */
+    struct nbuf_sigpipe_guard_ guard;
+    struct iovec iov[IOV_MAX];
+};
+
+static void
+detect_mode(struct flush *f)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) < 0)
+        f->mode = FD_OTHER; /* the write reports the error */
+    else if (S_ISSOCK(st.st_mode))
+        f->mode = FD_SOCK;
+    else if (S_ISFIFO(st.st_mode))
+        f->mode = FD_PIPE;
+    else
+        f->mode = FD_OTHER;
+}
+
+/* One gathering write; sockets learn they are sockets from sendmsg. */
+static ssize_t
+write_iov(struct flush *f, int n)
+{
+    for (;;) {
+        ssize_t r;
+        if (f->mode == FD_UNKNOWN || f->mode == FD_SOCK) {
+            struct msghdr m = {.msg_iov = f->iov, .msg_iovlen = (size_t)n};
+            r = nbuf_sys_.sendmsg(f->fd, &m, MSG_NOSIGNAL);
+            if (r < 0 && errno == ENOTSOCK && f->mode == FD_UNKNOWN) {
+                detect_mode(f);
+                if (f->mode == FD_SOCK)
+                    f->mode = FD_OTHER;
+                continue;
+            }
+            if (r >= 0)
+                f->mode = FD_SOCK;
+        } else {
+            if (f->mode == FD_PIPE)
+                nbuf_sigpipe_enter_(&f->guard);
+            r = nbuf_sys_.writev(f->fd, f->iov, n);
+        }
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EPIPE)
+            f->guard.epipe = true;
+        return -errno;
+    }
+}
+
+static inline bool
+is_tiny(const struct nbuf_comp_ *cp)
+{
+    return !cp->is_file && cp->len <= nbuf_flush_coalesce_max_;
+}
+
+/*
+ * One batch of memory components from the front, within @budget bytes.
+ * Adjacent memory shares an iovec; a run of tiny components is copied into
+ * one stretch of the staging buffer. Bytes written or -errno.
+ */
+static ssize_t
+flush_mem(struct flush *f, size_t budget)
+{
+    struct nbuf_composite *c = f->c;
+    struct iovec *iov = f->iov;
+    size_t offered = 0, staged = 0, stage_cap = 0;
+    bool staging = false; /* iov[n - 1] is a stretch of the stage */
+    int n = 0;
+    if (f->stage)
+        stage_cap = f->stage->capacity;
+    for (size_t i = 0; i < c->count && offered < budget; i++) {
+        const struct nbuf_comp_ *cp = nbuf_comp_at_(c, i);
+        if (cp->is_file)
+            break;
+        uint8_t *p = (uint8_t *)nbuf_comp_ptr_(cp);
+        size_t k = cp->len < budget - offered ? cp->len : budget - offered;
+        if (n && !staging && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == (uintptr_t)p) {
+            iov[n - 1].iov_len += k;
+            offered += k;
+            continue;
+        }
+        if (k <= nbuf_flush_coalesce_max_ &&
+            (staging || (i + 1 < c->count && is_tiny(nbuf_comp_at_(c, i + 1))))) {
+            if (!f->stage) {
+                size_t want = c->total < budget ? c->total : budget;
+                f->stage = nbuf_alloc(c->pool, want < STAGE_MAX ? want : STAGE_MAX);
+                stage_cap = f->stage ? f->stage->capacity : 0;
+            }
+            if (f->stage) {
+                if (staged + k > stage_cap)
+                    break; /* the stage is full: write this batch first */
+                memcpy(f->stage->mem + staged, p, k);
+                if (staging) {
+                    iov[n - 1].iov_len += k;
+                } else {
+                    if (n == IOV_MAX)
+                        break;
+                    iov[n].iov_base = f->stage->mem + staged;
+                    iov[n++].iov_len = k;
+                    staging = true;
+                }
+                staged += k;
+                offered += k;
+                continue;
+            }
+            /* No staging memory: plain iovecs still work. */
+        }
+        if (n == IOV_MAX)
+            break;
+        staging = false;
+        iov[n].iov_base = p;
+        iov[n++].iov_len = k;
+        offered += k;
+    }
+    nbuf_assert(n > 0 && offered > 0);
+    ssize_t r = write_iov(f, n);
+    if (r >= 0 && (size_t)r < offered)
+        f->short_write = true;
+    return r;
+}
+
+/*
+ * sendfile refused: read the front of the file region into pooled memory
+ * that takes its place (so a partial write later loses nothing), and let the
+ * memory path write it. 0 or -errno (-EIO when the file ended early).
+ */
+static int
+pull_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
+{
+    struct nbuf_composite *c = f->c;
+    size_t want = cp->len < budget ? cp->len : budget;
+    if (want > PULL_MAX)
+        want = PULL_MAX;
+    int err = nbuf_composite_reserve_(c, 1);
+    if (err)
+        return err;
+    cp = nbuf_comp_at_(c, 0); /* the ring may have moved */
+    struct nbuf *b = nbuf_alloc(c->pool, want);
+    if (!b)
+        return -errno;
+    ssize_t r;
+    for (;;) {
+        r = nbuf_sys_.pread(cp->file->fd, b->mem, want, (off_t)cp->off);
+        if (r < 0 && errno == ESPIPE) /* a pipe or socket: its next bytes */
+            r = nbuf_sys_.read(cp->file->fd, b->mem, want);
+        if (r >= 0 || errno != EINTR)
+            break;
+    }
+    if (r <= 0) {
+        err = r < 0 ? -errno : -EIO;
+        nbuf_release(b);
+        return err;
+    }
+    b->writer = (size_t)r;
+    /* The bytes leave the region (releasing it if they were all of it) and
+     * come back in front as memory: the readable bytes are unchanged. */
+    nbuf_composite_consume_(c, (size_t)r);
+    struct nbuf_comp_ mc = {.len = (size_t)r, .off = 0, .buf = b, .nref = 1};
+    nbuf_composite_push_front_(c, &mc);
+    return 0;
+}
+
+/* The file region at the front: bytes sent, 0 after pulling it into memory,
+ * or -errno. */
+static ssize_t
+flush_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
+{
+    size_t k = cp->len < budget ? cp->len : budget;
+    if (k > RW_MAX)
+        k = RW_MAX;
+    if (!f->no_sendfile) {
+        if (f->mode == FD_UNKNOWN)
+            detect_mode(f);
+        if (f->mode != FD_OTHER) /* sendfile has no MSG_NOSIGNAL */
+            nbuf_sigpipe_enter_(&f->guard);
+        off_t off = (off_t)cp->off;
+        ssize_t r;
+        do
+            r = nbuf_sys_.sendfile(f->fd, cp->file->fd, &off, k);
+        while (r < 0 && errno == EINTR);
+        if (r > 0) {
+            if ((size_t)r < k)
+                f->short_write = true;
+            return r;
+        }
+        if (r == 0)
+            return -EIO; /* the file ended inside the region */
+        if (errno != EINVAL && errno != ENOSYS && errno != ESPIPE && errno != EOPNOTSUPP) {
+            if (errno == EPIPE)
+                f->guard.epipe = true;
+            return -errno;
+        }
+        f->no_sendfile = true;
+    }
+    int err = pull_file(f, cp, budget);
+    return err ? err : 0;
+}
+
+NBUF_EXPORT ssize_t
+nbuf_composite_writev_max(struct nbuf_composite *c, int fd, size_t max_bytes)
+{
+    if (unlikely(!c))
+        return -EINVAL;
+    if (unlikely(fd < 0))
+        return -EBADF;
+    if (!c->total || !max_bytes)
+        return 0;
+    if (max_bytes > SSIZE_MAX)
+        max_bytes = SSIZE_MAX;
+    struct flush f;
+    f.c = c;
+    f.fd = fd;
+    f.mode = FD_UNKNOWN;
+    f.no_sendfile = false;
+    f.stage = NULL;
+    f.guard.active = false;
+    f.guard.epipe = false;
+    size_t done = 0;
+    ssize_t err = 0;
+    while (c->total && done < max_bytes) {
+        const struct nbuf_comp_ *cp = nbuf_comp_at_(c, 0);
+        ssize_t r;
+        f.short_write = false;
+        if (cp->is_file) {
+            r = flush_file(&f, cp, max_bytes - done);
+            if (r == 0)
+                continue; /* pulled into memory: write it */
+        } else {
+            r = flush_mem(&f, max_bytes - done);
+        }
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        nbuf_composite_consume_(c, (size_t)r);
+        done += (size_t)r;
+        if (f.short_write)
+            break; /* the fd is full (or the file short): come back later */
+    }
+    nbuf_release(f.stage);
+    nbuf_sigpipe_leave_(&f.guard);
+    return done ? (ssize_t)done : err;
+}
+
+NBUF_EXPORT ssize_t
+nbuf_composite_writev(struct nbuf_composite *c, int fd)
+{
+    return nbuf_composite_writev_max(c, fd, SIZE_MAX);
+}

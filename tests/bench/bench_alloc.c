@@ -1,0 +1,490 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Allocation benchmark driver. Runs the bench_alloc_<variant> executables (nbuf and each peer
+ * allocator, one process per run so that each links and serves only its own malloc)
+ * alternately, several repetitions of every workload with the variant order rotated, and prints
+ * a Markdown table of medians with nbuf's ratio to the best peer and the SPEC target verdict.
+ * Variants come from the command line, or are looked up next to this executable.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_VARIANTS 8
+#define MAX_REPS 31
+
+static const char *const known_variants[] = {"nbuf", "glibc", "jemalloc", "tcmalloc", "mimalloc"};
+
+enum better { LOWER, HIGHER };
+enum target {
+    T_NONE, /* reported, no target */
+    T_PEER, /* nbuf no worse than the best peer */
+    T_ABS,  /* nbuf's own value at most limit */
+};
+
+struct row {
+    const char *key;      /* as printed by the variant */
+    const char *workload; /* variant argument that produces it */
+    const char *label;
+    const char *unit;
+    enum better better;
+    enum target target;
+    double limit; /* T_ABS */
+};
+
+static const struct row rows[] = {
+    {"a.64", "pairs", "(a) alloc+release pair, 64 B", "ns", LOWER, T_PEER, 0},
+    {"a.1024", "pairs", "(a) pair, 1 KiB", "ns", LOWER, T_PEER, 0},
+    {"a.4096", "pairs", "(a) pair, 4 KiB", "ns", LOWER, T_PEER, 0},
+    {"a.16384", "pairs", "(a) pair, 16 KiB", "ns", LOWER, T_PEER, 0},
+    {"a.65536", "pairs", "(a) pair, 64 KiB", "ns", LOWER, T_PEER, 0},
+    {"a.1048576", "pairs", "(a) pair, 1 MiB", "ns", LOWER, T_NONE, 0},
+    {"b", "live", "(b) 1000 live, 64 B-64 KiB, per replacement", "ns", LOWER, T_PEER, 0},
+    {"c.mbps", "pc", "(c) producer -> consumer thread", "M buf/s", HIGHER, T_PEER, 0},
+    {"c.hwm", "pc", "(c) peak RSS (VmHWM)", "MiB", LOWER, T_PEER, 0},
+    {"d.ratio", "rss", "(d) RSS growth / live requested, steady", "x", LOWER, T_ABS, 1.15},
+    {"d.after", "rss", "(d) RSS after free all + trim, minus start", "MiB", LOWER, T_ABS, 8.0},
+};
+#define NROWS (sizeof(rows) / sizeof(rows[0]))
+
+static const char *const workloads[] = {"pairs", "live", "pc", "rss"};
+#define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
+
+struct variant {
+    const char *name;
+    char path[PATH_MAX];
+    char desc[512];             /* "variant ..." and "malloc ..." lines */
+    char info[NWORKLOADS][256]; /* per workload: the last "# ..." line, if any */
+    bool failed;
+    double val[NROWS][MAX_REPS];
+    unsigned nval[NROWS];
+};
+
+static struct variant variants[MAX_VARIANTS];
+static unsigned nvariants;
+static bool quick, verbose;
+static unsigned reps = 7;
+static const char *only;
+
+static void
+add_variant(const char *name, const char *path)
+{
+    if (nvariants == MAX_VARIANTS)
+        return;
+    struct variant *v = &variants[nvariants++];
+    v->name = name;
+    snprintf(v->path, sizeof(v->path), "%s", path);
+}
+
+/* Name a variant by its executable: bench_alloc_<name>; nbuf first, peers in a fixed order. */
+static void
+add_variant_path(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    const char *base = basename(tmp);
+    for (size_t i = 0; i < sizeof(known_variants) / sizeof(known_variants[0]); i++) {
+        const char *n = known_variants[i];
+        if (strncmp(base, "bench_alloc_", 12) == 0 && strcmp(base + 12, n) == 0) {
+            add_variant(n, path);
+            return;
+        }
+    }
+    fprintf(stderr, "bench_alloc: ignoring %s (not bench_alloc_<variant>)\n", path);
+}
+
+static void
+find_variants_next_to_self(void)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return;
+    self[n] = 0;
+    const char *dir = dirname(self);
+    for (size_t i = 0; i < sizeof(known_variants) / sizeof(known_variants[0]); i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/bench_alloc_%s", dir, known_variants[i]);
+        if (access(path, X_OK) == 0)
+            add_variant(known_variants[i], path);
+    }
+}
+
+static int
+row_of(const char *key)
+{
+    for (size_t r = 0; r < NROWS; r++) {
+        if (strcmp(rows[r].key, key) == 0)
+            return (int)r;
+    }
+    return -1;
+}
+
+/* Run one variant on one workload and file its "key value" lines. */
+static bool
+run_variant(struct variant *v, const char *workload)
+{
+    size_t wi = NWORKLOADS;
+    for (size_t w = 0; w < NWORKLOADS; w++) {
+        if (strcmp(workloads[w], workload) == 0)
+            wi = w;
+    }
+    int fds[2];
+    if (pipe(fds) != 0)
+        return false;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        char *args[] = {v->path, (char *)workload, quick ? "--quick" : NULL, NULL};
+        execv(v->path, args);
+        fprintf(stderr, "bench_alloc: exec %s: %s\n", v->path, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while (in && (len = getline(&line, &cap, in)) > 0) {
+        if (line[len - 1] == '\n')
+            line[len - 1] = 0;
+        if (verbose)
+            fprintf(stderr, "  %-8s %s\n", v->name, line);
+        if (line[0] == '#') {
+            if (wi < NWORKLOADS)
+                snprintf(v->info[wi], sizeof(v->info[wi]), "%s", line + 2);
+            continue;
+        }
+        if (strncmp(line, "variant ", 8) == 0 || strncmp(line, "malloc ", 7) == 0 ||
+            strncmp(line, "backing ", 8) == 0) {
+            if (!strstr(v->desc, line) && strlen(v->desc) + strlen(line) + 3 < sizeof(v->desc)) {
+                strcat(v->desc, v->desc[0] ? "; " : "");
+                strcat(v->desc, line);
+            }
+            continue;
+        }
+        char key[64];
+        double x;
+        if (sscanf(line, "%63s %lf", key, &x) != 2)
+            continue;
+        int r = row_of(key);
+        if (r >= 0 && v->nval[r] < MAX_REPS)
+            v->val[r][v->nval[r]++] = x;
+    }
+    free(line);
+    if (in)
+        fclose(in);
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench_alloc: %s %s failed (status %d): its numbers are dropped\n", v->name,
+                workload, status);
+        return false;
+    }
+    return true;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of a variant's repetitions, or -1 when it has none. */
+static double
+median(const struct variant *v, size_t r)
+{
+    unsigned n = v->nval[r];
+    if (n == 0 || v->failed)
+        return -1;
+    double tmp[MAX_REPS];
+    memcpy(tmp, v->val[r], n * sizeof(double));
+    qsort(tmp, n, sizeof(double), cmp_double);
+    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+}
+
+static void
+print_value(double x)
+{
+    if (x < 0)
+        printf(" n/a |");
+    else if (x >= 100)
+        printf(" %.0f |", x);
+    else if (x >= 10)
+        printf(" %.1f |", x);
+    else
+        printf(" %.2f |", x);
+}
+
+/* The 1-minute load average: other work on the machine skews every number. */
+static double
+loadavg(void)
+{
+    double x = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &x) != 1)
+            x = -1;
+        fclose(f);
+    }
+    return x;
+}
+
+static double load_before;
+
+static void
+print_machine(void)
+{
+    char model[256] = "?";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            if (p) {
+                snprintf(model, sizeof(model), "%s", p + 2);
+                model[strcspn(model, "\n")] = 0;
+            }
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    struct utsname u;
+    uname(&u);
+    time_t t = time(NULL);
+    char date[32];
+    strftime(date, sizeof(date), "%Y-%m-%d", localtime(&t));
+    printf("Machine: %s, %ld CPUs, Linux %s; %s; %s mode, median of %u run%s per variant; "
+           "load average %.2f before, %.2f after.\n\n",
+           model, sysconf(_SC_NPROCESSORS_ONLN), u.release, date, quick ? "quick" : "full", reps,
+           reps == 1 ? "" : "s", load_before, loadavg());
+}
+
+/* The table; returns how many nbuf targets were missed. */
+static int
+print_table(void)
+{
+    int missed = 0;
+    const struct variant *nb = NULL;
+    printf("| workload | unit |");
+    for (unsigned i = 0; i < nvariants; i++) {
+        printf(" %s |", variants[i].name);
+        if (strcmp(variants[i].name, "nbuf") == 0)
+            nb = &variants[i];
+    }
+    printf(" best peer | nbuf / best | target |\n|---|---|");
+    for (unsigned i = 0; i < nvariants; i++)
+        printf("---:|");
+    printf("---|---:|---|\n");
+    for (size_t r = 0; r < NROWS; r++) {
+        if (only && strcmp(only, rows[r].workload) != 0)
+            continue;
+        printf("| %s | %s |", rows[r].label, rows[r].unit);
+        double best = -1;
+        const char *best_name = "n/a";
+        for (unsigned i = 0; i < nvariants; i++) {
+            double m = median(&variants[i], r);
+            print_value(m);
+            if (&variants[i] == nb || m < 0)
+                continue;
+            bool better = rows[r].better == LOWER ? m < best : m > best;
+            if (best < 0 || better) {
+                best = m;
+                best_name = variants[i].name;
+            }
+        }
+        double x = nb ? median(nb, r) : -1;
+        /* A cost ratio either way: above 1.00 means nbuf is worse than the best peer. */
+        double ratio = -1;
+        if (x >= 0 && best > 0)
+            ratio = rows[r].better == LOWER ? x / best : (x > 0 ? best / x : -1);
+        else if (x >= 0 && best == 0)
+            ratio = x == 0 ? 1 : -1;
+        printf(" %s |", best_name);
+        if (ratio < 0)
+            printf(" n/a |");
+        else
+            printf(" %.2f |", ratio);
+        switch (rows[r].target) {
+        case T_NONE: printf(" (none) |\n"); break;
+        case T_PEER:
+            if (ratio < 0)
+                printf(" n/a |\n");
+            else if (ratio <= 1.0)
+                printf(" meets |\n");
+            else {
+                printf(" **misses by %.0f%%** |\n", (ratio - 1) * 100);
+                missed++;
+            }
+            break;
+        case T_ABS:
+            if (x < 0)
+                printf(" n/a |\n");
+            else if (x <= rows[r].limit)
+                printf(" meets (<= %g) |\n", rows[r].limit);
+            else {
+                printf(" **misses (> %g)** |\n", rows[r].limit);
+                missed++;
+            }
+            break;
+        }
+    }
+    return missed;
+}
+
+/* Instructions per 64 B pair under callgrind, counted inside run_pairs only (fixed count). */
+static int
+run_callgrind(void)
+{
+    const unsigned long iters = 200000;
+    printf("| variant | instructions per 64 B alloc+release pair |\n|---|---:|\n");
+    for (unsigned i = 0; i < nvariants; i++) {
+        struct variant *v = &variants[i];
+        char out[64], iters_s[32], out_arg[96];
+        snprintf(out, sizeof(out), "/tmp/bench_alloc.callgrind.%d.%u", (int)getpid(), i);
+        snprintf(out_arg, sizeof(out_arg), "--callgrind-out-file=%s", out);
+        snprintf(iters_s, sizeof(iters_s), "%lu", iters);
+        fflush(stdout); /* or the child's freopen flushes our buffer a second time */
+        pid_t pid = fork();
+        if (pid < 0)
+            return 1;
+        if (pid == 0) {
+            if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+                _exit(127);
+            char *args[] = {"valgrind", "--tool=callgrind",
+                            out_arg,    "--toggle-collect=run_pairs",
+                            v->path,    "pairs",
+                            "--size",   "64",
+                            "--iters",  iters_s,
+                            NULL};
+            execvp("valgrind", args);
+            _exit(127);
+        }
+        int status;
+        double total = -1;
+        waitpid(pid, &status, 0);
+        FILE *f = fopen(out, "r");
+        char line[256];
+        while (f && fgets(line, sizeof(line), f)) {
+            if (sscanf(line, "totals: %lf", &total) == 1)
+                break;
+        }
+        if (f)
+            fclose(f);
+        unlink(out);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || total < 0) {
+            printf("| %s | n/a (valgrind failed, status %d) |\n", v->name, status);
+            continue;
+        }
+        /* run_pairs' own loop, touch and calls are included (12 instructions with gcc 12). */
+        printf("| %s | %.1f |\n", v->name, total / (double)iters);
+    }
+    return 0;
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_alloc [--quick] [--reps N] [--only pairs|live|pc|rss] [--callgrind] [-v] "
+            "[bench_alloc_<variant>...]\n"
+            "  Runs every variant alternately and prints a Markdown table of medians.\n"
+            "  --callgrind: instructions per 64 B pair of each variant under valgrind instead.\n"
+            "  NBUF_BENCH_QUICK=1 is the same as --quick (one short run each).\n");
+    exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *env = getenv("NBUF_BENCH_QUICK");
+    bool reps_set = false, callgrind = false;
+    quick = env && *env && strcmp(env, "0") != 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = true;
+        else if (strcmp(argv[i], "-v") == 0)
+            verbose = true;
+        else if (strcmp(argv[i], "--callgrind") == 0)
+            callgrind = true;
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+            reps = (unsigned)atoi(argv[++i]);
+            reps_set = true;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (argv[i][0] == '-')
+            usage();
+        else
+            add_variant_path(argv[i]);
+    }
+    if (!reps_set && quick)
+        reps = 1;
+    if (reps < 1 || reps > MAX_REPS)
+        usage();
+    if (!nvariants)
+        find_variants_next_to_self();
+    if (!nvariants) {
+        fprintf(stderr, "bench_alloc: no bench_alloc_<variant> executables found\n");
+        return 1;
+    }
+
+    if (callgrind)
+        return run_callgrind();
+    load_before = loadavg();
+    if (load_before > 0.5)
+        fprintf(stderr, "bench_alloc: load average %.2f: other work will skew the numbers\n",
+                load_before);
+    /* Each variant names the allocator serving its malloc, or refuses. */
+    int status = 0;
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (!run_variant(&variants[i], "check")) {
+            variants[i].failed = true;
+            status = 1;
+        }
+    }
+    for (unsigned rep = 0; rep < reps; rep++) {
+        for (size_t w = 0; w < NWORKLOADS; w++) {
+            if (only && strcmp(only, workloads[w]) != 0)
+                continue;
+            fprintf(stderr, "bench_alloc: run %u/%u, %s\n", rep + 1, reps, workloads[w]);
+            /* Rotate the order so no variant always runs first (or after the same one). */
+            for (unsigned k = 0; k < nvariants; k++) {
+                struct variant *v = &variants[(k + rep) % nvariants];
+                if (!v->failed && !run_variant(v, workloads[w])) {
+                    v->failed = true;
+                    status = 1;
+                }
+            }
+        }
+    }
+
+    print_machine();
+    for (unsigned i = 0; i < nvariants; i++) {
+        printf("- %s: %s%s\n", variants[i].name, variants[i].desc,
+               variants[i].failed ? " (FAILED or refused: not reported)" : "");
+        for (size_t w = 0; w < NWORKLOADS; w++) {
+            if (variants[i].info[w][0])
+                printf("  - %s\n", variants[i].info[w]);
+        }
+    }
+    printf("\n");
+    int missed = print_table();
+    printf("\nnbuf / best: nbuf's cost relative to the best peer (time, 1 / throughput, RSS); "
+           "<= 1.00 meets. %d target%s missed.\n",
+           missed, missed == 1 ? "" : "s");
+    return status;
+}

@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: MIT */
+/* Thread caches: batch fill, LIFO hits, bounded bins flushing to stashes, GC,
+ * trim epochs, flush at thread exit, and releases from foreign, exited,
+ * never-allocating and dying threads (CHECKLIST E33-E35). */
+#include "common.h"
+
+#include <pthread.h>
+
+static struct nbuf_pool *
+pool_with(unsigned arenas, unsigned flags)
+{
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.arenas = arenas;
+    cfg.flags = flags;
+    return t_pool_new(&cfg);
+}
+
+/* Pooled and cached (skip if the environment turned either off). */
+static struct nbuf_pool *
+cached_pool(unsigned arenas)
+{
+    if (t_bypass())
+        cr_skip("pooled layout");
+    struct nbuf_pool *p = pool_with(arenas, 0);
+    if (p->cfg.flags & (NBUF_POOL_NO_CACHE | NBUF_POOL_CHECKED)) {
+        t_pool_done(p);
+        cr_skip("thread caches disabled by the environment");
+    }
+    return p;
+}
+
+static struct nbuf_tcache *
+my_tcache(struct nbuf_pool *p)
+{
+    cr_assert_eq(nbuf_tls_.pool_id, p->id);
+    cr_assert(nbuf_tcache_check_(nbuf_tls_.tc));
+    return nbuf_tls_.tc;
+}
+
+Test(tcache, batch_fill_then_lifo_hits)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    unsigned szind = nbuf_sz_index_(100);
+    struct nbuf *a = nbuf_alloc(p, 100);
+    cr_assert_not_null(a);
+    struct nbuf_tcache *tc = my_tcache(p);
+    struct nbuf_tcache_bin *bin = &tc->bins[szind];
+    cr_assert_eq(bin->cap, p->cfg.cache_small_count);
+    cr_assert_eq(bin->count, bin->batch - 1, "one miss should fill a batch");
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.cache_misses, 1);
+    cr_assert_eq(s.cache_hits, 0);
+    cr_assert_eq(nbuf_release(a), 1);
+    cr_assert_eq(bin->count, bin->batch);
+    struct nbuf *b = nbuf_alloc(p, 112);
+    cr_assert_eq(b, a, "a release then an alloc of the same class should hit the same pair");
+    s = t_stats(p);
+    cr_assert_eq(s.cache_hits, 1);
+    cr_assert_eq(s.cache_misses, 1);
+    cr_assert_eq(s.cached_bytes, (uint64_t)(bin->batch - 1) * 112);
+    cr_assert_eq(nbuf_release(b), 1);
+    cr_assert(nbuf_tcache_check_(tc));
+    t_pool_done(p);
+}
+
+/* A full bin flushes its oldest batch to the home arena's stash. */
+Test(tcache, overflow_flushes_to_stash)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    unsigned szind = nbuf_sz_index_(4096);
+    unsigned cap = p->cfg.cache_small_count, n = cap + 8;
+    struct nbuf **v = calloc(n, sizeof(*v));
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_not_null(v[i] = nbuf_alloc(p, 4096));
+    struct nbuf_tcache *tc = my_tcache(p);
+    struct nbuf_tcache_bin *bin = &tc->bins[szind];
+    struct nbuf_stash *st = &p->arenas[0].stash[szind];
+    for (unsigned i = 0; i < n; i++) {
+        cr_assert_eq(nbuf_release(v[i]), 1);
+        cr_assert_leq(bin->count, bin->cap);
+    }
+    cr_assert_gt(st->count, 0, "an overflowing bin did not flush to the stash");
+    cr_assert(nbuf_tcache_check_(tc));
+    t_pool_check(p);
+    /* A fill takes the stashed pairs back before carving new ones. */
+    unsigned stashed = st->count;
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_not_null(v[i] = nbuf_alloc(p, 4096));
+    cr_assert_lt(st->count, stashed);
+    for (unsigned i = 0; i < n; i++)
+        nbuf_release(v[i]);
+    free(v);
+    t_pool_done(p);
+}
+
+/* What a bin has not dipped into since the last GC pass goes back. */
+Test(tcache, gc_returns_idle_pairs)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    enum { N = 100 };
+    struct nbuf *v[N];
+    for (unsigned i = 0; i < N; i++)
+        v[i] = nbuf_alloc(p, 2000);
+    for (unsigned i = 0; i < N; i++)
+        nbuf_release(v[i]);
+    struct nbuf_tcache *tc = my_tcache(p);
+    struct nbuf_tcache_bin *idle = &tc->bins[nbuf_sz_index_(2000)];
+    uint32_t before = idle->count;
+    cr_assert_geq(before, N);
+    /* Three GC intervals of traffic on another class. */
+    for (unsigned i = 0; i < 3 * 4096 + 10; i++)
+        nbuf_release(nbuf_alloc(p, 64));
+    cr_assert_lt(idle->count, before / 2, "idle bin kept %u of %u", idle->count, before);
+    cr_assert(nbuf_tcache_check_(tc));
+    t_pool_done(p);
+}
+
+struct sync {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int step;
+};
+
+static void
+sync_wait(struct sync *s, int step)
+{
+    pthread_mutex_lock(&s->m);
+    while (s->step < step)
+        pthread_cond_wait(&s->cv, &s->m);
+    pthread_mutex_unlock(&s->m);
+}
+
+static void
+sync_set(struct sync *s, int step)
+{
+    pthread_mutex_lock(&s->m);
+    s->step = step;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->m);
+}
+
+struct trim_arg {
+    struct nbuf_pool *p;
+    struct sync s;
+    uint32_t after_trim;
+};
+
+static void *
+trim_thread(void *arg)
+{
+    struct trim_arg *ta = arg;
+    struct nbuf *v[50];
+    for (unsigned i = 0; i < 50; i++)
+        v[i] = nbuf_alloc(ta->p, 1024);
+    for (unsigned i = 0; i < 50; i++)
+        nbuf_release(v[i]);
+    sync_set(&ta->s, 1);
+    sync_wait(&ta->s, 2);
+    /* A miss notices the trim epoch and flushes the whole cache. */
+    struct nbuf *b = nbuf_alloc(ta->p, 100000);
+    T_CHECK(b != NULL);
+    ta->after_trim = nbuf_tls_.tc->bins[nbuf_sz_index_(1024)].count;
+    nbuf_release(b);
+    return NULL;
+}
+
+Test(tcache, trim_reaches_other_threads)
+{
+    struct nbuf_pool *p = cached_pool(2);
+    struct trim_arg ta = {.p = p,
+                          .s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0},
+                          .after_trim = UINT32_MAX};
+    pthread_t t;
+    pthread_create(&t, NULL, trim_thread, &ta);
+    sync_wait(&ta.s, 1);
+    cr_assert_geq(t_stats(p).cached_bytes, 50 * 1024);
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    sync_set(&ta.s, 2);
+    pthread_join(t, NULL);
+    t_thread_assert_ok();
+    cr_assert_eq(ta.after_trim, 0, "the other thread kept %u cached pairs after a trim",
+                 ta.after_trim);
+    t_pool_done(p);
+}
+
+static void *
+churn_thread(void *arg)
+{
+    struct nbuf_pool *p = arg;
+    struct nbuf *v[300];
+    for (unsigned i = 0; i < 300; i++) {
+        v[i] = nbuf_alloc(p, 16 + (i * 97) % 70000);
+        T_CHECK(v[i] != NULL);
+    }
+    for (unsigned i = 0; i < 300; i++)
+        T_CHECK(nbuf_release(v[i]) == 1);
+    return NULL;
+}
+
+/* An exiting thread's cache goes back and its counters are kept. */
+Test(tcache, thread_exit_flushes_cache)
+{
+    struct nbuf_pool *p = pool_with(2, 0);
+    t_run_thread(churn_thread, p);
+    t_thread_assert_ok();
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.threads, 0, "exited thread still holds a cache");
+    cr_assert_eq(s.allocations, 300);
+    cr_assert_eq(s.releases, 300);
+    cr_assert_eq(s.live_buffers, 0);
+    cr_assert_eq(s.remote_releases, 0);
+    if (!t_bypass()) {
+        /* No cache is left: only arena stashes may hold pairs now. */
+        uint64_t stashed = 0;
+        for (unsigned i = 0; i < p->narenas; i++)
+            stashed += p->arenas[i].stash_bytes;
+        cr_assert_eq(s.cached_bytes, stashed);
+        cr_assert_eq(nbuf_pool_trim(p), 0);
+        cr_assert_eq(t_stats(p).chunks, 0);
+    }
+    t_pool_done(p);
+}
+
+struct xfer {
+    struct nbuf_pool *p;
+    struct nbuf **v;
+    unsigned n;
+};
+
+static size_t
+xfer_size(unsigned i)
+{
+    static const size_t sizes[] = {1, 100, 1500, 4096, 9000, 33000, 65536, 200000, 5u << 20};
+    return sizes[i % (sizeof(sizes) / sizeof(sizes[0]))];
+}
+
+static void
+xfer_alloc(struct xfer *x)
+{
+    for (unsigned i = 0; i < x->n; i++) {
+        x->v[i] = nbuf_alloc(x->p, xfer_size(i));
+        T_CHECK(x->v[i] != NULL);
+        if (x->v[i])
+            t_pattern_fill(nbuf_reserve(x->v[i], xfer_size(i)), xfer_size(i), i);
+        if (x->v[i])
+            nbuf_commit(x->v[i], xfer_size(i));
+    }
+}
+
+static void
+xfer_release(struct xfer *x)
+{
+    for (unsigned i = 0; i < x->n; i++) {
+        T_CHECK(nbuf_readable(x->v[i]) == xfer_size(i));
+        T_CHECK(t_pattern_bad(nbuf_data(x->v[i]), xfer_size(i), i) == SIZE_MAX);
+        T_CHECK(nbuf_release(x->v[i]) == 1);
+    }
+}
+
+static void *
+xfer_alloc_thread(void *arg)
+{
+    xfer_alloc(arg);
+    return NULL;
+}
+
+static void *
+xfer_release_thread(void *arg)
+{
+    xfer_release(arg);
+    return NULL;
+}
+
+/* Memory released on another thread is reusable, and counted as remote. */
+Test(tcache, cross_thread_release)
+{
+    struct nbuf_pool *p = pool_with(2, 0);
+    enum { N = 180 };
+    struct nbuf *v[N];
+    struct xfer x = {p, v, N};
+    xfer_alloc(&x);
+    t_thread_assert_ok();
+    t_run_thread(xfer_release_thread, &x);
+    t_thread_assert_ok();
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.live_buffers, 0);
+    cr_assert_eq(s.releases, N);
+    if (!t_bypass())
+        cr_assert_eq(s.remote_releases, N);
+    /* Everything is reusable: allocate it all again here and there. */
+    xfer_alloc(&x);
+    xfer_release(&x);
+    t_run_thread(xfer_alloc_thread, &x);
+    xfer_release(&x);
+    t_thread_assert_ok();
+    t_pool_check(p);
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    if (!t_bypass())
+        cr_assert_eq(t_stats(p).chunks, 0, "memory released remotely did not go back");
+    t_pool_done(p);
+}
+
+/* The allocating thread is gone (its cache destroyed) before the release. */
+Test(tcache, release_after_allocating_thread_exited)
+{
+    struct nbuf_pool *p = pool_with(2, 0);
+    enum { N = 90 };
+    struct nbuf *v[N];
+    struct xfer x = {p, v, N};
+    t_run_thread(xfer_alloc_thread, &x);
+    t_thread_assert_ok();
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.live_buffers, N);
+    cr_assert_eq(s.threads, 0);
+    xfer_release(&x);
+    t_thread_assert_ok();
+    s = t_stats(p);
+    cr_assert_eq(s.live_buffers, 0);
+    if (!t_bypass())
+        cr_assert_eq(s.remote_releases, N);
+    /* And once more, released by a second short-lived thread. */
+    t_run_thread(xfer_alloc_thread, &x);
+    t_run_thread(xfer_release_thread, &x);
+    t_thread_assert_ok();
+    xfer_alloc(&x);
+    xfer_release(&x);
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    if (!t_bypass())
+        cr_assert_eq(t_stats(p).chunks, 0);
+    t_pool_done(p);
+}
+
+/* A thread whose first and only use of the pool is releasing. */
+Test(tcache, release_from_thread_that_never_allocated)
+{
+    struct nbuf_pool *p = pool_with(2, 0);
+    enum { N = 45 };
+    struct nbuf *v[N];
+    struct xfer x = {p, v, N};
+    xfer_alloc(&x);
+    struct nbuf_pool_stats before = t_stats(p);
+    cr_assert_eq(before.threads, t_bypass() ? before.threads : 1);
+    t_run_thread(xfer_release_thread, &x);
+    t_thread_assert_ok();
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.live_buffers, 0);
+    cr_assert_eq(s.releases, N);
+    cr_assert_eq(s.threads, before.threads, "the releasing thread left a cache behind");
+    xfer_alloc(&x);
+    xfer_release(&x);
+    t_thread_assert_ok();
+    t_pool_done(p);
+}
+
+/* ---- release during thread teardown (E35) ---- */
+
+struct dying {
+    struct nbuf_pool *p;
+    pthread_key_t key;
+    bool use_pool_first; /* allocate on the thread before it exits */
+    struct nbuf *v[8];
+    unsigned n;
+    /* Filled in by the destructor. */
+    bool ran;
+    int released;
+    bool allocated;
+    bool shared_path; /* the fast path's thread-local no longer names p */
+};
+
+static void
+dying_destructor(void *arg)
+{
+    struct dying *d = arg;
+    d->ran = true;
+    d->shared_path = nbuf_tls_.pool_id != d->p->id;
+    for (unsigned i = 0; i < d->n; i++)
+        d->released += nbuf_release(d->v[i]) == 1;
+    /* Allocating while dying works too, and leaves no cache behind. */
+    struct nbuf *b = nbuf_alloc(d->p, 300);
+    struct nbuf *h = nbuf_alloc(d->p, 70000);
+    d->allocated = b && h;
+    if (b)
+        t_pattern_fill(nbuf_reserve(b, 300), 300, 1);
+    nbuf_release(b);
+    nbuf_release(h);
+}
+
+static void *
+dying_thread(void *arg)
+{
+    struct dying *d = arg;
+    if (d->use_pool_first) {
+        /* Create this thread's cache and keep something in it. */
+        nbuf_release(nbuf_alloc(d->p, 100));
+    }
+    pthread_setspecific(d->key, d);
+    return NULL;
+}
+
+/* key_first: the test's key is created before the pool's, so its destructor
+ * runs first (glibc runs them in key order); otherwise after the pool's. */
+static void
+release_in_teardown(bool key_first, bool use_pool_first)
+{
+    struct dying d = {.use_pool_first = use_pool_first};
+    if (key_first)
+        cr_assert_eq(pthread_key_create(&d.key, dying_destructor), 0);
+    d.p = pool_with(2, 0);
+    if (!key_first)
+        cr_assert_eq(pthread_key_create(&d.key, dying_destructor), 0);
+    struct nbuf_pool *p = d.p;
+    d.n = 8;
+    for (unsigned i = 0; i < d.n; i++) {
+        d.v[i] = nbuf_alloc(p, 50 + 4000 * i);
+        cr_assert_not_null(d.v[i]);
+    }
+    struct nbuf_pool_stats before = t_stats(p);
+    t_run_thread(dying_thread, &d);
+    cr_assert(d.ran, "the test's TLS destructor did not run");
+    cr_assert_eq(d.released, 8);
+    cr_assert(d.allocated, "allocation from a dying thread failed");
+    if (!key_first && use_pool_first)
+        cr_assert(d.shared_path, "the pool's cache outlived its destructor");
+    if (key_first && use_pool_first && !t_bypass())
+        cr_assert_not(d.shared_path, "destructor order assumption broken: pool's ran first");
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.live_buffers, 0);
+    cr_assert_eq(s.releases, before.releases + 8 + 2 + use_pool_first);
+    cr_assert_eq(s.threads, before.threads, "a dying thread left a cache in the pool");
+    t_pool_check(p);
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    if (!t_bypass())
+        cr_assert_eq(t_stats(p).chunks, 0);
+    pthread_key_delete(d.key);
+    t_pool_done(p);
+}
+
+Test(tcache, release_in_tls_destructor_after_pool_destructor)
+{
+    release_in_teardown(false, true);
+}
+
+Test(tcache, release_in_tls_destructor_before_pool_destructor)
+{
+    release_in_teardown(true, true);
+}
+
+Test(tcache, release_in_tls_destructor_of_thread_without_cache)
+{
+    release_in_teardown(false, false);
+}
+
+/* NBUF_POOL_NO_CACHE: every allocation misses, every release goes home. */
+Test(tcache, no_cache_config)
+{
+    if (t_bypass())
+        cr_skip("pooled layout");
+    struct nbuf_pool *p = pool_with(1, NBUF_POOL_NO_CACHE);
+    for (unsigned round = 0; round < 3; round++) {
+        struct nbuf *v[40];
+        for (unsigned i = 0; i < 40; i++) {
+            v[i] = nbuf_alloc(p, 16 + i * 1000);
+            cr_assert_not_null(v[i]);
+            t_buf_fill(v[i], i);
+        }
+        struct nbuf_tcache *tc = my_tcache(p);
+        for (unsigned i = 0; i < NBUF_NCLASSES; i++)
+            cr_assert_eq(tc->bins[i].count, 0);
+        for (unsigned i = 0; i < 40; i++) {
+            cr_assert(t_buf_verify(v[i], i));
+            cr_assert_eq(nbuf_release(v[i]), 1);
+        }
+    }
+    struct nbuf_pool_stats s = t_stats(p);
+    cr_assert_eq(s.cache_hits, 0);
+    cr_assert_eq(s.cache_misses, 120);
+    cr_assert_eq(s.cached_bytes, 0);
+    t_pool_done(p);
+}
+
+/* A pool freed while a thread still has a (idle) cache in it; that thread
+ * goes on with another pool and exits cleanly. */
+struct two_pools {
+    struct nbuf_pool *a, *b;
+    struct sync s;
+};
+
+static void *
+two_pools_thread(void *arg)
+{
+    struct two_pools *tp = arg;
+    nbuf_release(nbuf_alloc(tp->a, 100));
+    sync_set(&tp->s, 1);
+    sync_wait(&tp->s, 2);
+    struct nbuf *b = nbuf_alloc(tp->b, 100);
+    T_CHECK(b != NULL);
+    T_CHECK(nbuf_release(b) == 1);
+    return NULL;
+}
+
+Test(tcache, pool_freed_while_thread_cache_idle)
+{
+    struct two_pools tp = {.a = pool_with(1, 0),
+                           .b = pool_with(1, 0),
+                           .s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}};
+    pthread_t t;
+    pthread_create(&t, NULL, two_pools_thread, &tp);
+    sync_wait(&tp.s, 1);
+    t_pool_done(tp.a);
+    sync_set(&tp.s, 2);
+    pthread_join(t, NULL);
+    t_thread_assert_ok();
+    cr_assert_eq(t_stats(tp.b).threads, 0);
+    t_pool_done(tp.b);
+}
+
+/* Pools whose flags force the slow allocation path (fast_max 0) must not
+ * hand out a cached pair for a 0-byte request either: with NBUF_POOL_ZERO
+ * the recycled 16 bytes would keep the previous owner's data. */
+Test(tcache, zero_size_request_in_slow_pool)
+{
+    struct nbuf_pool *p = pool_with(1, NBUF_POOL_ZERO);
+    cr_assert_eq(p->fast_max, 0);
+    for (unsigned round = 0; round < 3; round++) {
+        struct nbuf *a = nbuf_alloc(p, 1);
+        cr_assert_not_null(a);
+        memset(nbuf_reserve(a, nbuf_writable(a)), 0xff, nbuf_writable(a));
+        cr_assert_eq(nbuf_release(a), 1);
+        struct nbuf *b = nbuf_alloc(p, 0);
+        cr_assert_not_null(b);
+        const uint8_t *m = nbuf_reserve(b, 0);
+        for (size_t i = 0; i < nbuf_capacity(b); i++)
+            cr_assert_eq(m[i], 0, "round %u: byte %zu of a 0-byte request not zeroed", round, i);
+        cr_assert_eq(nbuf_release(b), 1);
+    }
+    t_pool_done(p);
+}
