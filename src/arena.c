@@ -44,7 +44,7 @@ nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index)
     a->index = index;
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_stash *st = &a->stash[i];
-        st->cap = i < p->nsmall ? 2 * p->cfg.cache_small_count : 2 * p->cfg.cache_normal_count;
+        st->cap = nbuf_pool_stash_cap_(p, i);
         if (!st->cap)
             continue;
         st->items = malloc(st->cap * sizeof(*st->items));
@@ -268,6 +268,15 @@ mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
     h->szind = (uint8_t)szind;
     h->capacity = nbuf_sz_usize_(szind);
     h->pool = p;
+    /* Normalised as the allocation fast path expects (it sets only cursors,
+     * the requested size and the count). */
+    h->pool_id = p->id;
+    h->max_capacity = p->cfg.max_buffer_size;
+    h->slow = p->buf_slow;
+    h->flags = p->buf_flags;
+    h->root = NULL;
+    h->ext = NULL;
+    atomic_store_explicit(&h->nviews, 0, memory_order_relaxed);
     atomic_store_explicit(&h->refcnt, 0, memory_order_relaxed);
     return true;
 }

@@ -172,30 +172,39 @@ alloc_tracked(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigne
     return b;
 }
 
+/* Out of line, so that the fast path needs no stack frame. */
+static __attribute__((noinline)) struct nbuf *
+alloc_miss(struct nbuf_pool *p, size_t capacity)
+{
+    if (!p && !(p = nbuf_pool_default()))
+        return NULL;
+    return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
+}
+
 NBUF_EXPORT struct nbuf *
 nbuf_alloc(struct nbuf_pool *p, size_t capacity)
 {
-    if (unlikely(!p) && !(p = nbuf_pool_default()))
-        return NULL;
-    if (likely(capacity <= p->fast_max && nbuf_tls_.pool_id == p->id)) {
-        struct nbuf_tcache *tc = nbuf_tls_.tc;
+    struct nbuf_tcache *tc = nbuf_tls_.tc;
+    /* capacity - 1: a 0-byte request takes the slow path even in pools whose
+     * flags force it (fast_max == 0). */
+    if (likely(p && capacity - 1 < p->fast_max && nbuf_tls_.pool_id == p->id)) {
         struct nbuf_tcache_bin *bin = &tc->bins[nbuf_sz_index_(capacity)];
-        uint32_t n = bin->count;
-        if (likely(n)) {
-            struct nbuf *b = bin->stack[--n];
-            NBUF_STORE_RELAXED(bin->count, n);
-            if (n < bin->low_water)
-                bin->low_water = n;
-            buf_init(b, p, capacity, p->cfg.max_buffer_size);
-            b->tid = tc->id;
+        struct nbuf *b = bin->head;
+        if (likely(b)) {
+            /* Cached pairs are normalised on their way in (max_capacity,
+             * flags, tid...): only the cursors and counters change here. */
+            bin->head = b->next;
+            b->reader = 0;
+            b->writer = 0;
+            b->requested = capacity;
+            atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
             NBUF_ASAN_UNPOISON(b->mem, b->capacity);
-            NBUF_STAT_ADD(tc->st.nalloc, 1);
-            NBUF_STAT_ADD(tc->st.bytes_alloc, b->capacity);
+            NBUF_STAT_ADD(bin->nalloc, 1);
             NBUF_STAT_ADD(tc->st.req_alloc, capacity);
             return b;
         }
     }
-    return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
+    return alloc_miss(p, capacity);
 }
 
 NBUF_EXPORT struct nbuf *
@@ -250,6 +259,11 @@ nbuf_buf_free_(struct nbuf *b)
          * in the quarantine so a stale release still finds it dead. */
         if (b->flags & NBUF_F_CHECKED)
             b = nbuf_quarantine_swap_(b);
+        /* Normalise for the allocation fast path, which sets only cursors
+         * (pools with tracking or checks never take it). */
+        b->max_capacity = p->cfg.max_buffer_size;
+        b->slow = p->buf_slow;
+        b->flags = p->buf_flags;
         nbuf_tcache_release_slow_(b);
         return;
     case NBUF_KIND_HUGE: {
@@ -325,7 +339,17 @@ release_last_slow(struct nbuf *b)
 {
     if (unlikely(b->magic != NBUF_MAGIC))
         return report_foreign(b, "nbuf_release");
-    atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+    if (unlikely(b->flags & NBUF_F_CHECKED)) {
+        /* Checked mode: a second release racing with this one (a double
+         * release from two threads) must find the count gone, not free the
+         * buffer twice; the header then waits in the quarantine. */
+        uint32_t one = 1;
+        if (!atomic_compare_exchange_strong_explicit(&b->refcnt, &one, 0, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            return one ? release_shared(b, one) : nbuf_buf_dead_(b, "nbuf_release");
+    } else {
+        atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+    }
     nbuf_buf_free_(b);
     return 1;
 }
@@ -339,26 +363,26 @@ nbuf_release(struct nbuf *b)
     uint32_t r = atomic_load_explicit(&b->refcnt, memory_order_acquire);
     if (unlikely(r != 1))
         return release_shared(b, r);
-    if (likely(!b->slow)) {
-        struct nbuf_pool *p = b->pool;
-        if (likely(nbuf_tls_.pool_id == p->id)) {
-            struct nbuf_tcache *tc = nbuf_tls_.tc;
-            struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
-            uint32_t n = bin->count;
-            if (likely(n < bin->cap)) {
-                atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
-                NBUF_ASAN_POISON(b->mem, b->capacity);
-                bin->stack[n] = b;
-                NBUF_STORE_RELAXED(bin->count, n + 1);
-                NBUF_STAT_ADD(tc->st.nrelease, 1);
-                NBUF_STAT_ADD(tc->st.bytes_release, b->capacity);
-                NBUF_STAT_ADD(tc->st.req_release, b->requested);
-                if (unlikely(b->tid != tc->id))
-                    NBUF_STAT_ADD(tc->st.remote_releases, 1);
-                if (unlikely(--tc->gc_ticks <= 0))
-                    nbuf_tcache_gc_(tc);
-                return 1;
+    if (likely(!b->slow && b->pool_id == nbuf_tls_.pool_id)) {
+        struct nbuf_tcache *tc = nbuf_tls_.tc;
+        struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
+        uint64_t nrel = bin->nrelease;
+        /* count = base + nrelease - nalloc, below the cap (0: uncached). */
+        if (likely(bin->base + (uint32_t)nrel - (uint32_t)bin->nalloc < bin->cap)) {
+            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+            NBUF_ASAN_POISON(b->mem, b->capacity);
+            b->next = bin->head;
+            bin->head = b;
+            NBUF_STORE_RELAXED(bin->nrelease, nrel + 1);
+            NBUF_STAT_ADD(tc->st.req_release, b->requested);
+            if (unlikely(b->tid != tc->id)) {
+                /* Released on another thread: the pair joins this cache. */
+                NBUF_STAT_ADD(tc->st.remote_releases, 1);
+                b->tid = tc->id;
             }
+            if (unlikely(((nrel + 1) & 4095) == 0))
+                nbuf_tcache_gc_(tc);
+            return 1;
         }
     }
     return release_last_slow(b);
@@ -561,9 +585,16 @@ nbuf_ensure_writable(struct nbuf *b, size_t n)
         return -ENOBUFS;
     if (need <= b->capacity)
         return 0;
-    /* Views, wrapped memory, and memory that live views share cannot move. */
-    if (b->kind > NBUF_KIND_BYPASS || atomic_load(&b->nviews))
+    /* Views and wrapped or mapped memory cannot move. */
+    if (b->kind > NBUF_KIND_BYPASS)
         return -ENOBUFS;
+    if (atomic_load_explicit(&b->nviews, memory_order_relaxed)) {
+        /* Viewed: every view holds a reference, so a count of 1 (ours)
+         * proves none is left (acquire: their last reads happened before). */
+        if (atomic_load_explicit(&b->refcnt, memory_order_acquire) > 1)
+            return -ENOBUFS;
+        atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
+    }
     return grow(b, need);
 }
 

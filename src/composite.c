@@ -23,7 +23,7 @@
 #define FILE_SCRATCH 2048
 
 /* read_fd sizes (Netty's AdaptiveRecvByteBufAllocator, in powers of two). */
-static const uint32_t read_sizes[] = {64,   128,  256,   512,   1024,  2048,
+static const uint32_t read_sizes[] = {64,   128,  256,   512,   1024, 2048,
                                       4096, 8192, 16384, 32768, 65536};
 #define READ_SIZES ((uint8_t)(sizeof(read_sizes) / sizeof(read_sizes[0])))
 #define READ_INITIAL 5 /* 2 KiB */
@@ -169,20 +169,30 @@ void
 nbuf_composite_consume_(struct nbuf_composite *c, size_t n)
 {
     nbuf_assert(n <= c->total);
+    /* Locals, written back once: no store-to-load chain per component. */
+    struct nbuf_comp_ *comps = c->comps;
+    size_t head = c->head, count = c->count, mask = c->mask;
+    c->base += n;
+    c->total -= n;
     while (n) {
-        struct nbuf_comp_ *cp = &c->comps[c->head];
+        struct nbuf_comp_ *cp = &comps[head];
         if (n < cp->len) {
             cp->off += n;
             cp->len -= n;
             cp->start += n;
-            c->base += n;
-            c->total -= n;
             break;
         }
         n -= cp->len;
-        comp_release(cp);
-        pop_front(c);
+        if (cp->is_file)
+            cfile_put(cp->file);
+        else
+            for (uint32_t k = cp->nref; k; k--)
+                nbuf_release(cp->buf);
+        head = (head + 1) & mask;
+        count--;
     }
+    c->head = head;
+    c->count = count;
     nbuf_assert_expensive(nbuf_composite_check_(c));
 }
 
@@ -294,40 +304,54 @@ room_for(const struct nbuf_composite *c, size_t len)
  * in (on success); else one is taken here, or shared with the previous
  * component when that is on the same buffer (no atomic for a run of slices).
  */
+static inline int
+reserve1(struct nbuf_composite *c)
+{
+    return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
+}
+
 static int
 add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool take)
 {
-    int err = room_for(c, len);
-    if (unlikely(err))
-        return err;
-    struct nbuf_comp_ *last = comp_last(c);
-    if (!len) {
+    size_t total;
+    if (unlikely(nbuf_add_overflow_(c->total, len, &total)))
+        return -EOVERFLOW;
+    if (unlikely(!len)) {
         if (take)
             nbuf_release(b);
         return 0;
     }
-    if (last && !last->is_file && last->buf == b) {
-        if (last->off + last->len == off) {
-            /* Adjacent bytes of the same buffer: grow the last component
-             * (nginx merges such neighbours into one iovec too). */
-            last->len += len;
-            c->total += len;
-            if (take)
-                nbuf_release(b); /* the run still holds one */
-            return 0;
-        }
-        if (!take) {
-            if ((err = nbuf_composite_reserve_(c, 1)))
-                return err;
-            last = comp_last(c);
-            /* The run's references move to its new last component. */
-            uint32_t nref = last->nref;
-            last->nref = 0;
-            push_back_buf(c, b, off, len, nref);
-            return 0;
+    size_t count = c->count;
+    if (likely(count)) {
+        /* A file's pointer never equals a buffer's: no is_file test needed. */
+        struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
+        if (last->buf == b) {
+            if (last->off + last->len == off) {
+                /* Adjacent bytes of the same buffer: grow the last
+                 * component (nginx merges such neighbours too). */
+                last->len += len;
+                c->total = total;
+                if (take)
+                    nbuf_release(b); /* the run still holds one */
+                return 0;
+            }
+            if (!take) {
+                if (unlikely(count > c->mask)) {
+                    int err = nbuf_composite_reserve_(c, 1);
+                    if (err)
+                        return err;
+                    last = &c->comps[(c->head + count - 1) & c->mask];
+                }
+                /* The run's references move to its new last component. */
+                uint32_t nref = last->nref;
+                last->nref = 0;
+                push_back_buf(c, b, off, len, nref);
+                return 0;
+            }
         }
     }
-    if ((err = nbuf_composite_reserve_(c, 1)))
+    int err = reserve1(c);
+    if (unlikely(err))
         return err;
     if (!take && !nbuf_retain(b))
         return -errno;
@@ -438,6 +462,197 @@ nbuf_composite_add_copy(struct nbuf_composite *c, const void *src, size_t n)
     memcpy(t->mem + t->writer, src, n);
     t->writer += n;
     return 0;
+}
+
+/* memcpy of a small piece: up to 64 bytes without a call, as fixed-size
+ * (overlapping) moves the compiler inlines. */
+static __attribute__((noinline)) void
+copy_call(uint8_t *d, const uint8_t *s, size_t n)
+{
+    memcpy(d, s, n);
+}
+
+static inline void
+copy_small(uint8_t *d, const uint8_t *s, size_t n)
+{
+    if (unlikely(n > 64)) {
+        copy_call(d, s, n); /* out of line: keeps the loop's registers */
+    } else if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            memcpy(d + i, s + i, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+}
+
+/* Bytes of the copied pieces in iov[i, n): the size of a new tail. */
+static size_t
+small_bytes(const struct iovec *iov, int i, int n)
+{
+    size_t sum = 0;
+    for (; i < n; i++)
+        if (iov[i].iov_len <= NBUF_COMPOSITE_COPY_MAX)
+            sum += iov[i].iov_len;
+    return sum;
+}
+
+/*
+ * Many pieces of one buffer at once: each piece of at most
+ * NBUF_COMPOSITE_COPY_MAX bytes is copied into the tail (as the flush would
+ * copy it anyway), longer ones are referenced. One pass whose hot loop is a
+ * bounds check and a small copy; anything that fails midway (a bad piece,
+ * no memory) undoes what the call did, so it is all or nothing.
+ */
+NBUF_EXPORT int
+nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct iovec *iov, int n)
+{
+    if (unlikely(!c || !b || n < 0 || (!iov && n)))
+        return -EINVAL;
+    if (unlikely(nbuf_is_dead_(b)))
+        return nbuf_buf_dead_(b, "nbuf_composite_add_iov");
+    const uintptr_t lo = (uintptr_t)b->mem, hi = lo + b->writer;
+    const size_t room = SIZE_MAX - c->total; /* bytes the total can still take */
+    /* What the undo restores. */
+    const size_t old_count = c->count, old_total = c->total;
+    struct nbuf *const old_tail = c->tail;
+    const size_t old_writer = old_tail ? old_tail->writer : 0;
+    struct nbuf_comp_ *last = comp_last(c);
+    const size_t old_last_len = last ? last->len : 0;
+
+    /* The copied run being filled: component copy_idx (from the front)
+     * gets the bytes [run, dst) of tail when the run ends; end = room. */
+    struct nbuf *tail = old_tail;
+    size_t copy_idx = SIZE_MAX, big_idx = SIZE_MAX, added = 0;
+    uint8_t *dst = NULL, *end = NULL, *run = NULL;
+    int err = 0;
+    if (tail && last && last->buf == tail && last->off + last->len == tail->writer) {
+        copy_idx = old_count - 1; /* pack behind the previous copy */
+        run = dst = tail->mem + tail->writer;
+        end = tail->mem + tail->capacity;
+    }
+#define END_RUN()                                                                                  \
+    do {                                                                                           \
+        if (copy_idx != SIZE_MAX && dst != run) {                                                  \
+            size_t k_ = (size_t)(dst - run);                                                       \
+            if (k_ > room - added) {                                                               \
+                err = -EOVERFLOW;                                                                  \
+                goto out_undo;                                                                     \
+            }                                                                                      \
+            nbuf_comp_at_(c, copy_idx)->len += k_;                                                 \
+            c->total += k_;                                                                        \
+            added += k_;                                                                           \
+            tail->writer = (size_t)(dst - tail->mem);                                              \
+            run = dst;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+    for (int i = 0; i < n; i++) {
+        uintptr_t base = (uintptr_t)iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        if (unlikely(base < lo || base > hi || len > hi - base)) {
+            err = -EINVAL;
+            goto out_undo;
+        }
+        if (len <= NBUF_COMPOSITE_COPY_MAX) {
+            if (likely(copy_idx != SIZE_MAX && len <= (size_t)(end - dst))) {
+                copy_small(dst, (const uint8_t *)base, len); /* the hot path */
+                dst += len;
+                continue;
+            }
+            if (!len)
+                continue;
+            /* A new copied run, on a new tail if this one is full. */
+            END_RUN();
+            if (!tail || tail->capacity - tail->writer < len) {
+                size_t want = small_bytes(iov, i, n);
+                struct nbuf *nt = nbuf_alloc(c->pool, want > c->tail_size ? want : c->tail_size);
+                if (!nt) {
+                    err = -errno;
+                    goto out_undo;
+                }
+                if (tail != old_tail)
+                    nbuf_release(tail); /* its components keep their own */
+                tail = nt;              /* nbuf_alloc's reference: c->tail's on success */
+            }
+            if ((err = reserve1(c)))
+                goto out_undo;
+            if (!nbuf_retain(tail)) {
+                err = -errno;
+                goto out_undo;
+            }
+            push_back_buf(c, tail, tail->writer, 0, 1);
+            copy_idx = c->count - 1;
+            big_idx = SIZE_MAX;
+            run = dst = tail->mem + tail->writer;
+            end = tail->mem + tail->capacity;
+            copy_small(dst, (const uint8_t *)base, len);
+            dst += len;
+            continue;
+        }
+        /* A referenced piece. */
+        END_RUN();
+        copy_idx = SIZE_MAX;
+        if (len > room - added) {
+            err = -EOVERFLOW;
+            goto out_undo;
+        }
+        size_t off = (size_t)(base - lo);
+        struct nbuf_comp_ *bc = big_idx != SIZE_MAX ? nbuf_comp_at_(c, big_idx) : NULL;
+        if (bc && bc->off + bc->len == off) {
+            bc->len += len; /* adjacent to the previous piece */
+        } else {
+            if ((err = reserve1(c)))
+                goto out_undo;
+            uint32_t nref = 1;
+            if (big_idx != SIZE_MAX) {
+                /* Same run: its reference moves to the new last component. */
+                bc = nbuf_comp_at_(c, big_idx); /* the ring may have moved */
+                nref = bc->nref;
+                bc->nref = 0;
+            } else if (!nbuf_retain(b)) {
+                err = -errno;
+                goto out_undo;
+            }
+            push_back_buf(c, b, off, 0, nref);
+            big_idx = c->count - 1;
+            bc = nbuf_comp_at_(c, big_idx);
+            bc->len = len;
+        }
+        c->total += len;
+        added += len;
+    }
+    END_RUN();
+#undef END_RUN
+    if (tail != old_tail) {
+        nbuf_release(old_tail);
+        c->tail = tail;
+        if (c->tail_size < TAIL_MAX)
+            c->tail_size *= 2;
+    }
+    nbuf_assert_expensive(nbuf_composite_check_(c));
+    return 0;
+
+out_undo:
+    while (c->count > old_count) {
+        comp_release(comp_last(c));
+        c->count--;
+    }
+    if (old_count)
+        nbuf_comp_at_(c, old_count - 1)->len = old_last_len;
+    c->total = old_total;
+    if (old_tail)
+        old_tail->writer = old_writer;
+    if (tail != old_tail)
+        nbuf_release(tail);
+    return err;
 }
 
 NBUF_EXPORT int
@@ -576,8 +791,8 @@ get_fixed(const struct nbuf_composite *c, size_t index, void *dst, size_t n)
 }
 
 #define ID8(x) (x)
-#define COMPOSITE_TYPED(name, type, conv)                                                         \
-    NBUF_EXPORT int nbuf_composite_read_##name(struct nbuf_composite *c, type *out)              \
+#define COMPOSITE_TYPED(name, type, conv)                                                          \
+    NBUF_EXPORT int nbuf_composite_read_##name(struct nbuf_composite *c, type *out)                \
     {                                                                                              \
         type v;                                                                                    \
         if (unlikely(!out))                                                                        \
@@ -589,8 +804,8 @@ get_fixed(const struct nbuf_composite *c, size_t index, void *dst, size_t n)
         *out = conv(v);                                                                            \
         return 0;                                                                                  \
     }                                                                                              \
-    NBUF_EXPORT int nbuf_composite_get_##name(const struct nbuf_composite *c, size_t index,       \
-                                               type *out)                                          \
+    NBUF_EXPORT int nbuf_composite_get_##name(const struct nbuf_composite *c, size_t index,        \
+                                              type *out)                                           \
     {                                                                                              \
         type v;                                                                                    \
         if (unlikely(!out))                                                                        \

@@ -77,9 +77,9 @@ struct nbuf_composite {
     size_t hint;
     struct nbuf_pool *pool;
     struct nbuf *tail;
-    uint32_t tail_size;  /* capacity of the next add_copy tail */
-    uint8_t rd_idx;      /* read_fd: index of the next read size */
-    uint8_t rd_small;    /* read_fd: consecutive small reads */
+    uint32_t tail_size; /* capacity of the next add_copy tail */
+    uint8_t rd_idx;     /* read_fd: index of the next read size */
+    uint8_t rd_small;   /* read_fd: consecutive small reads */
     struct nbuf_comp_ inl[NBUF_COMP_INLINE];
 };
 

@@ -35,7 +35,7 @@
  * UNIX socketpair: a copied byte costs ~0.1 ns, one more iovec ~15-25 ns, so
  * the break-even lies between 128 and 256 B (see docs/design.md).
  */
-size_t nbuf_flush_coalesce_max_ = 128;
+size_t nbuf_flush_coalesce_max_ = 512;
 
 /* ---- the syscall table ---- */
 
@@ -104,8 +104,8 @@ struct flush {
     struct nbuf_composite *c;
     int fd;
     enum fd_mode mode;
-    bool no_sendfile;  /* sendfile refused once in this call */
-    bool short_write;  /* the last write took less than offered */
+    bool no_sendfile;   /* sendfile refused once in this call */
+    bool short_write;   /* the last write took less than offered */
     struct nbuf *stage; /* pooled staging copy, taken on first use */
     struct nbuf_sigpipe_guard_ guard;
     struct iovec iov[IOV_MAX];
@@ -157,70 +157,75 @@ write_iov(struct flush *f, int n)
     }
 }
 
-static inline bool
-is_tiny(const struct nbuf_comp_ *cp)
-{
-    return !cp->is_file && cp->len <= nbuf_flush_coalesce_max_;
-}
-
 /*
  * One batch of memory components from the front, within @budget bytes.
- * Adjacent memory shares an iovec; a run of tiny components is copied into
- * one stretch of the staging buffer. Bytes written or -errno.
+ * Adjacent memory shares an iovec; a run of two or more tiny components is
+ * copied into one stretch of the staging buffer. Bytes written or -errno.
  */
 static ssize_t
 flush_mem(struct flush *f, size_t budget)
 {
     struct nbuf_composite *c = f->c;
     struct iovec *iov = f->iov;
-    size_t offered = 0, staged = 0, stage_cap = 0;
-    bool staging = false; /* iov[n - 1] is a stretch of the stage */
+    const struct nbuf_comp_ *comps = c->comps;
+    const size_t count = c->count, head = c->head, mask = c->mask;
+    const size_t tiny = nbuf_flush_coalesce_max_;
+    size_t offered = 0, staged = 0, i = 0;
     int n = 0;
-    if (f->stage)
-        stage_cap = f->stage->capacity;
-    for (size_t i = 0; i < c->count && offered < budget; i++) {
-        const struct nbuf_comp_ *cp = nbuf_comp_at_(c, i);
+    while (i < count && offered < budget) {
+        const struct nbuf_comp_ *cp = &comps[(head + i) & mask];
         if (cp->is_file)
             break;
-        uint8_t *p = (uint8_t *)nbuf_comp_ptr_(cp);
+        uint8_t *p = cp->buf->mem + cp->off;
         size_t k = cp->len < budget - offered ? cp->len : budget - offered;
-        if (n && !staging && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == (uintptr_t)p) {
-            iov[n - 1].iov_len += k;
+        if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == (uintptr_t)p) {
+            iov[n - 1].iov_len += k; /* adjacent memory */
             offered += k;
+            i++;
             continue;
         }
-        if (k <= nbuf_flush_coalesce_max_ &&
-            (staging || (i + 1 < c->count && is_tiny(nbuf_comp_at_(c, i + 1))))) {
+        if (n == IOV_MAX)
+            break;
+        const struct nbuf_comp_ *nx = &comps[(head + i + 1) & mask];
+        /* cp->len, not k: the run below stages whole tiny components only,
+         * so a big one the budget cuts short must go as a plain iovec. */
+        if (cp->len <= tiny && i + 1 < count && !nx->is_file && nx->len <= tiny) {
             if (!f->stage) {
                 size_t want = c->total < budget ? c->total : budget;
                 f->stage = nbuf_alloc(c->pool, want < STAGE_MAX ? want : STAGE_MAX);
-                stage_cap = f->stage ? f->stage->capacity : 0;
             }
             if (f->stage) {
-                if (staged + k > stage_cap)
-                    break; /* the stage is full: write this batch first */
-                memcpy(f->stage->mem + staged, p, k);
-                if (staging) {
-                    iov[n - 1].iov_len += k;
-                } else {
-                    if (n == IOV_MAX)
+                /* Copy the run: cheaper than an iovec per component. */
+                uint8_t *dst = f->stage->mem + staged;
+                size_t room = f->stage->capacity - staged, run = 0;
+                for (; i < count; i++) {
+                    cp = &comps[(head + i) & mask];
+                    if (cp->is_file || cp->len > tiny)
                         break;
-                    iov[n].iov_base = f->stage->mem + staged;
-                    iov[n++].iov_len = k;
-                    staging = true;
+                    size_t kk = cp->len < budget - offered - run ? cp->len : budget - offered - run;
+                    if (kk > room - run)
+                        break; /* the stage is full */
+                    memcpy(dst + run, cp->buf->mem + cp->off, kk);
+                    run += kk;
+                    if (offered + run == budget) {
+                        i++;
+                        break;
+                    }
                 }
-                staged += k;
-                offered += k;
+                if (!run)
+                    break; /* the stage is full: write this batch first */
+                iov[n].iov_base = dst;
+                iov[n++].iov_len = run;
+                staged += run;
+                offered += run;
                 continue;
             }
             /* No staging memory: plain iovecs still work. */
         }
-        if (n == IOV_MAX)
-            break;
-        staging = false;
         iov[n].iov_base = p;
         iov[n++].iov_len = k;
         offered += k;
+        i++;
     }
     nbuf_assert(n > 0 && offered > 0);
     ssize_t r = write_iov(f, n);

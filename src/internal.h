@@ -70,12 +70,19 @@ unsigned nbuf_run_bin_floor_(uint32_t npages);
 unsigned nbuf_run_bin_ceil_(uint32_t npages);
 uint32_t nbuf_sz_run_pages_(size_t usize, size_t page_size);
 
+/* Sizes in (4 KiB, 64 KiB]: every class boundary there is a multiple of
+ * 1 KiB, so the class of ceil(size / 1 KiB) KiB is the class of size. */
+#define NBUF_LOOKUP2_MAX 65536
+extern uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
+
 /* Size class of @size (callers bound it by the chunk size first). */
 static inline unsigned
 nbuf_sz_index_(size_t size)
 {
     if (likely(size <= NBUF_LOOKUP_MAX))
         return nbuf_sz_lookup_[(size + NBUF_QUANTUM - 1) >> NBUF_LG_QUANTUM];
+    if (likely(size <= NBUF_LOOKUP2_MAX))
+        return nbuf_sz_lookup2_[(size + 1023) >> 10];
     return nbuf_sz_index_slow_(size);
 }
 
@@ -128,7 +135,10 @@ void nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep);
 bool nbuf_arena_check_(struct nbuf_arena *a);
 
 /* ---- tcache.c ---- */
-extern __thread struct nbuf_tls nbuf_tls_;
+/* initial-exec: a plain %fs-relative load even in the shared library (no
+ * __tls_get_addr call per operation), as jemalloc does. */
+#define NBUF_TLS_MODEL __attribute__((tls_model("initial-exec")))
+extern __thread struct nbuf_tls nbuf_tls_ NBUF_TLS_MODEL;
 struct nbuf_tcache *nbuf_tcache_get_slow_(struct nbuf_pool *p);
 struct nbuf *nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind);
 void nbuf_tcache_release_slow_(struct nbuf *b);
@@ -139,6 +149,10 @@ void nbuf_tcache_destructor_(void *arg);
 struct nbuf *nbuf_header_alloc_(struct nbuf_pool *p);
 void nbuf_header_free_(struct nbuf *h);
 bool nbuf_tcache_check_(const struct nbuf_tcache *tc);
+uint32_t nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin);
+/* Entries a thread-cache bin of class @szind may hold (0: not cached). */
+uint32_t nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind);
+uint32_t nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind);
 
 /* ---- pool.c ---- */
 int nbuf_pool_trim_all_(struct nbuf_pool *p);
@@ -237,9 +251,13 @@ void nbuf_report_buf_(const struct nbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Leak report through nbuf_report_ (nbuf_pool_free's -EBUSY path). */
 void nbuf_leak_report_pool_(struct nbuf_pool *p);
+/* The registry's and the quarantine's invariants (true without a registry). */
+bool nbuf_leak_check_(struct nbuf_pool *p);
 
 /* ---- stats.c ---- */
 void nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src);
+/* A cache's counters: its slow-path ones plus its bins' fast-path counts. */
+void nbuf_tcache_stats_(const struct nbuf_tcache *tc, struct nbuf_tstats *out);
 /* Add @d to the calling thread's counters for @p (or the pool's, locked). */
 void nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t tid);
 

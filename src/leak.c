@@ -151,9 +151,8 @@ sample_this(void)
     if (!state) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        state = ((uint64_t)(uintptr_t)&state ^ (uint64_t)ts.tv_nsec ^
-                 ((uint64_t)ts.tv_sec << 32)) |
-                1;
+        state =
+            ((uint64_t)(uintptr_t)&state ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)) | 1;
     }
     state ^= state >> 12;
     state ^= state << 25;
@@ -280,6 +279,7 @@ nbuf_quarantine_swap_(struct nbuf *b)
     h->slab = b->slab;
     h->handle = b->handle;
     h->pool = b->pool;
+    h->pool_id = b->pool_id;
     h->tid = b->tid;
     h->requested = b->requested;
     h->flags = b->flags & (uint8_t)~NBUF_F_TRACKED;
@@ -290,6 +290,28 @@ nbuf_quarantine_swap_(struct nbuf *b)
     atomic_store_explicit(&h->refcnt, 0, memory_order_relaxed);
     nbuf_quarantine_push_(b);
     return h;
+}
+
+bool
+nbuf_leak_check_(struct nbuf_pool *p)
+{
+    struct nbuf_leak_registry *reg = p->leaks;
+    if (!reg)
+        return true;
+    bool ok = true;
+    uint64_t n = 0;
+    pthread_mutex_lock(&reg->lock);
+    for (const struct nbuf_header_ext *e = reg->live; e && ok; e = e->next, n++)
+        ok = e->live && e->buf->ext == e && (!e->next || e->next->prev == e) &&
+             atomic_load_explicit(&e->buf->refcnt, memory_order_relaxed) > 0;
+    ok = ok && n == reg->nlive && reg->qcount <= reg->qcap;
+    for (uint32_t i = 0; i < reg->qcount && ok; i++) {
+        const struct nbuf *h = reg->quarantine[(reg->qhead + i) % reg->qcap];
+        ok = atomic_load_explicit(&((struct nbuf *)h)->refcnt, memory_order_relaxed) == 0 &&
+             (h->flags & NBUF_F_CHECKED) && h->pool == p;
+    }
+    pthread_mutex_unlock(&reg->lock);
+    return ok;
 }
 
 /* ---- reports ---- */
@@ -331,7 +353,9 @@ sink_close(struct sink *s, FILE *out)
     free(s->buf);
 }
 
-static void __attribute__((format(printf, 2, 3)))
+static void emit(struct sink *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
 emit(struct sink *s, const char *fmt, ...)
 {
     va_list ap;

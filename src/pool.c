@@ -60,6 +60,97 @@ config_valid(const struct nbuf_pool_config *c)
     return true;
 }
 
+/* ---- fork safety ---- */
+
+/*
+ * Every live pool is in this registry, so that fork() in one thread while
+ * another holds a pool's lock, one of its arena locks or its leak registry's
+ * lock leaves the child with all of them free: the prepare handler takes
+ * them all (registry, then per pool: arenas, pool lock, leak registry) and
+ * the parent and child handlers release them in reverse order. The library
+ * never holds two of these locks at once, so no order can deadlock; the
+ * registry lock is taken only here and around (un)registering.
+ */
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_once_err;
+static struct nbuf_pool **fork_pools; /* fork_lock */
+static size_t fork_npools, fork_cap;  /* fork_lock */
+
+static void
+fork_prepare(void)
+{
+    pthread_mutex_lock(&fork_lock);
+    for (size_t i = 0; i < fork_npools; i++) {
+        struct nbuf_pool *p = fork_pools[i];
+        for (unsigned k = 0; k < p->narenas; k++)
+            nbuf_arena_lock_(&p->arenas[k]);
+        pthread_mutex_lock(&p->lock);
+        if (p->leaks)
+            pthread_mutex_lock(&p->leaks->lock);
+    }
+}
+
+/* Parent and child alike: the child's only thread is the one that forked,
+ * which holds every lock taken above. */
+static void
+fork_release(void)
+{
+    for (size_t i = fork_npools; i-- > 0;) {
+        struct nbuf_pool *p = fork_pools[i];
+        if (p->leaks)
+            pthread_mutex_unlock(&p->leaks->lock);
+        pthread_mutex_unlock(&p->lock);
+        for (unsigned k = p->narenas; k-- > 0;)
+            nbuf_arena_unlock_(&p->arenas[k]);
+    }
+    pthread_mutex_unlock(&fork_lock);
+}
+
+static void
+fork_install(void)
+{
+    fork_once_err = pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
+/* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
+static int
+fork_register(struct nbuf_pool *p)
+{
+    pthread_once(&fork_once, fork_install);
+    if (fork_once_err)
+        return -ENOMEM;
+    int err = 0;
+    pthread_mutex_lock(&fork_lock);
+    if (fork_npools == fork_cap) {
+        size_t cap = fork_cap ? 2 * fork_cap : 8;
+        struct nbuf_pool **np = realloc(fork_pools, cap * sizeof(*np));
+        if (np) {
+            fork_pools = np;
+            fork_cap = cap;
+        } else {
+            err = -ENOMEM;
+        }
+    }
+    if (!err)
+        fork_pools[fork_npools++] = p;
+    pthread_mutex_unlock(&fork_lock);
+    return err;
+}
+
+static void
+fork_unregister(struct nbuf_pool *p)
+{
+    pthread_mutex_lock(&fork_lock);
+    for (size_t i = 0; i < fork_npools; i++) {
+        if (fork_pools[i] == p) {
+            fork_pools[i] = fork_pools[--fork_npools];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fork_lock);
+}
+
 /* Derive the class split for this page and chunk size. */
 static void
 pool_classes(struct nbuf_pool *p)
@@ -146,6 +237,11 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     err = nbuf_debug_pool_init_(p);
     if (err)
         goto out_arenas;
+    err = fork_register(p);
+    if (err) {
+        nbuf_debug_pool_fini_(p);
+        goto out_arenas;
+    }
     return p;
 
 out_arenas:
@@ -160,6 +256,37 @@ out_pool:
     free(p);
     errno = -err;
     return NULL;
+}
+
+/* Besides the entry counts, a bin holds at most this many bytes (and at
+ * least 4 entries), so a cache of 28 KiB or 64 KiB buffers cannot pin
+ * megabytes per thread: a per-class byte bound as in jemalloc's tcache. */
+#define CACHE_CLASS_BYTES ((size_t)256 << 10)
+
+static uint32_t
+cache_cap(const struct nbuf_pool *p, unsigned szind)
+{
+    if (szind >= p->ncached)
+        return 0;
+    uint32_t count = szind < p->nsmall ? p->cfg.cache_small_count : p->cfg.cache_normal_count;
+    size_t by_bytes = CACHE_CLASS_BYTES / nbuf_sz_usize_(szind);
+    if (by_bytes < 4)
+        by_bytes = 4;
+    return count < by_bytes ? count : (uint32_t)by_bytes;
+}
+
+uint32_t
+nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind)
+{
+    return (p->cfg.flags & NBUF_POOL_NO_CACHE) ? 0 : cache_cap(p, szind);
+}
+
+/* The arena stash of a class holds two thread-cache bins' worth (also with
+ * NBUF_POOL_NO_CACHE: it is shared, behind the arena lock). */
+uint32_t
+nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind)
+{
+    return 2 * cache_cap(p, szind);
 }
 
 struct nbuf_arena *
@@ -237,6 +364,7 @@ nbuf_pool_free(struct nbuf_pool *p)
         nbuf_leak_report_pool_(p);
         return -EBUSY;
     }
+    fork_unregister(p);
     /* No buffer is live, so caches hold only idle pairs: take them all. The
      * owning threads never touch them again: their thread-local names this
      * pool's id, which is never reused. */

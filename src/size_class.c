@@ -25,6 +25,8 @@
 
 /* (size + 15) / 16 -> szind, for size <= NBUF_LOOKUP_MAX. Built at load. */
 uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
+/* ceil(size / 1 KiB) -> szind, for 4 KiB < size <= 64 KiB. */
+uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
 
 size_t
 nbuf_sz_usize_(unsigned szind)
@@ -89,4 +91,6 @@ size_class_build_lookup(void)
 {
     for (size_t i = 0; i <= NBUF_LOOKUP_MAX / NBUF_QUANTUM; i++)
         nbuf_sz_lookup_[i] = (uint8_t)nbuf_sz_index_slow_(i << NBUF_LG_QUANTUM);
+    for (size_t i = 0; i <= NBUF_LOOKUP2_MAX / 1024; i++)
+        nbuf_sz_lookup2_[i] = (uint8_t)nbuf_sz_index_slow_(i << 10);
 }

@@ -130,6 +130,9 @@ nbuf_splice(int in_fd, int out_fd, size_t len)
         if (r == 0)
             break; /* end of file */
         size_t in_pipe = (size_t)r;
+        /* Less than asked: in_fd has nothing more right now, so stop after
+         * delivering this (read() semantics: never wait for more). */
+        bool more = (size_t)r == want;
         while (in_pipe) {
             guard_enter(&g, &checked);
             ssize_t w = nbuf_sys_.splice(sp->rd, NULL, out_fd, NULL, in_pipe, SPLICE_F_MOVE);
@@ -153,6 +156,8 @@ nbuf_splice(int in_fd, int out_fd, size_t len)
             nbuf_sigpipe_leave_(&g);
             return err; /* in_pipe bytes from in_fd are lost: say so */
         }
+        if (!more)
+            break;
     }
     nbuf_sigpipe_leave_(&g);
     return total ? (ssize_t)total : err;

@@ -50,12 +50,41 @@ nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t t
     pthread_mutex_unlock(&p->lock);
 }
 
+/* The bins' fast-path counts, as slow-path style counters. */
+static void
+bins_release_counts(const struct nbuf_tcache *tc, struct nbuf_tstats *t)
+{
+    for (unsigned i = 0; i < tc->pool->ncached; i++) {
+        uint64_t n = NBUF_LOAD_RELAXED(tc->bins[i].nrelease);
+        t->nrelease += n;
+        t->bytes_release += n * nbuf_sz_usize_(i);
+    }
+}
+
+static void
+bins_alloc_counts(const struct nbuf_tcache *tc, struct nbuf_tstats *t)
+{
+    for (unsigned i = 0; i < tc->pool->ncached; i++) {
+        uint64_t n = NBUF_LOAD_RELAXED(tc->bins[i].nalloc);
+        t->nalloc += n;
+        t->bytes_alloc += n * nbuf_sz_usize_(i);
+    }
+}
+
+void
+nbuf_tcache_stats_(const struct nbuf_tcache *tc, struct nbuf_tstats *out)
+{
+    nbuf_tstats_add_(out, &tc->st);
+    bins_release_counts(tc, out);
+    bins_alloc_counts(tc, out);
+}
+
 static uint64_t
 cached_bytes_of(const struct nbuf_pool *p, const struct nbuf_tcache *tc)
 {
     uint64_t sum = 0;
     for (unsigned i = 0; i < p->ncached; i++)
-        sum += (uint64_t)NBUF_LOAD_RELAXED(tc->bins[i].count) * nbuf_sz_usize_(i);
+        sum += (uint64_t)nbuf_tcache_bin_count_(&tc->bins[i]) * nbuf_sz_usize_(i);
     return sum;
 }
 
@@ -78,6 +107,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         TSTATS_RELEASE_FIELDS(ADD)
         if (!tc)
             break;
+        bins_release_counts(tc, &t);
     }
     atomic_thread_fence(memory_order_acquire);
     for (struct nbuf_tcache *tc = p->tcaches;; tc = tc->next) {
@@ -85,6 +115,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         TSTATS_ALLOC_FIELDS(ADD)
         if (!tc)
             break;
+        bins_alloc_counts(tc, &t);
         out->cached_bytes += cached_bytes_of(p, tc);
         out->threads++;
     }

@@ -1,54 +1,57 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Thread caches: per thread and pool, a bounded stack of ready pairs (header
- * with memory) per size class, so that the fast paths in buf.c are a pop and
+ * Thread caches: per thread and pool, a bounded LIFO list of ready pairs
+ * (header with memory) per size class, so that the fast paths in buf.c are a pop and
  * a push. Misses fill half a bin from the bound arena in one lock round;
  * overflows flush the coldest half to the home arenas' stashes. A GC pass
- * every NBUF_GC_INTERVAL releases returns what a bin has not needed since the
- * last pass. Caches are flushed at thread exit (pthread key destructor); a
+ * (every 4096 fast releases of a class) moves half of each bin that served no
+ * allocation since the last pass to the arena stashes. Caches are flushed at thread exit (pthread key destructor); a
  * thread that is exiting, or that releases after its cache is gone, uses the
  * arenas directly.
  */
 #include "internal.h"
 
-#define NBUF_GC_INTERVAL 4096
 #define HEADER_CACHE_MAX 256
 #define HEADER_BATCH 32
 
-__thread struct nbuf_tls nbuf_tls_;
+__thread struct nbuf_tls nbuf_tls_ NBUF_TLS_MODEL;
 /* Set once this thread has started tearing down its caches. */
 static __thread bool tls_dying;
+
+/* Pairs move between a bin and the arenas in chunks of this many. */
+#define MOVE_CHUNK 64
+
+static inline uint32_t
+bin_count(const struct nbuf_tcache_bin *bin)
+{
+    return NBUF_LOAD_RELAXED(bin->base) + (uint32_t)NBUF_LOAD_RELAXED(bin->nrelease) -
+           (uint32_t)NBUF_LOAD_RELAXED(bin->nalloc);
+}
+
+static inline void
+bin_set_count(struct nbuf_tcache_bin *bin, uint32_t n)
+{
+    NBUF_STORE_RELAXED(bin->base, n - (uint32_t)bin->nrelease + (uint32_t)bin->nalloc);
+}
+
+uint32_t
+nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin)
+{
+    return bin_count(bin);
+}
 
 static struct nbuf_tcache *
 tcache_new(struct nbuf_pool *p)
 {
-    size_t slots = 0;
-    uint32_t caps[NBUF_NCLASSES] = {0};
-    bool cached = !(p->cfg.flags & NBUF_POOL_NO_CACHE);
-    for (unsigned i = 0; i < p->ncached && cached; i++) {
-        caps[i] = i < p->nsmall ? p->cfg.cache_small_count : p->cfg.cache_normal_count;
-        slots += caps[i];
-    }
-    /* fast_max 0 (flags force the slow path) still lets a 0-byte request
-     * into nbuf_alloc's fast path (capacity <= fast_max): with its class
-     * never cached, that lookup always misses. */
-    if (p->fast_max == 0 && caps[0]) {
-        slots -= caps[0];
-        caps[0] = 0;
-    }
-    struct nbuf_tcache *tc = calloc(1, sizeof(*tc) + slots * sizeof(struct nbuf *));
+    struct nbuf_tcache *tc = calloc(1, sizeof(*tc));
     if (!tc)
         return NULL;
-    struct nbuf **stack = (struct nbuf **)(tc + 1);
-    for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
+    for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_tcache_bin *bin = &tc->bins[i];
-        bin->cap = caps[i];
-        bin->batch = caps[i] > 1 ? caps[i] / 2 : 1;
-        bin->stack = stack;
-        stack += caps[i];
+        bin->cap = nbuf_pool_cache_cap_(p, i);
+        bin->batch = bin->cap > 1 ? bin->cap / 2 : 1;
     }
     tc->pool = p;
-    tc->gc_ticks = NBUF_GC_INTERVAL;
     tc->arena = nbuf_pool_bind_arena_(p);
     tc->seen_trim_epoch = atomic_load(&p->trim_epoch);
     pthread_mutex_lock(&p->lock);
@@ -81,17 +84,38 @@ nbuf_tcache_get_slow_(struct nbuf_pool *p)
     return tc;
 }
 
-/* Give back the oldest n pairs of a bin (the bottom of its stack). */
+/* Give back the n coldest pairs of a bin: the tail of its LIFO list. */
 static void
 bin_flush(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t n, bool to_stash)
 {
+    uint32_t count = bin_count(bin);
+    if (n > count)
+        n = count;
     if (!n)
         return;
-    nbuf_pairs_free_(tc->pool, bin->stack, n, to_stash);
-    memmove(bin->stack, bin->stack + n, (bin->count - n) * sizeof(*bin->stack));
-    NBUF_STORE_RELAXED(bin->count, bin->count - n);
-    if (bin->low_water > bin->count)
-        bin->low_water = bin->count;
+    uint32_t keep = count - n;
+    struct nbuf *rest;
+    if (keep == 0) {
+        rest = bin->head;
+        bin->head = NULL;
+    } else {
+        struct nbuf *cut = bin->head;
+        for (uint32_t i = 1; i < keep; i++)
+            cut = cut->next;
+        rest = cut->next;
+        cut->next = NULL;
+    }
+    bin_set_count(bin, keep);
+    struct nbuf *batch[MOVE_CHUNK];
+    unsigned k = 0;
+    while (rest) {
+        batch[k++] = rest;
+        rest = rest->next;
+        if (k == MOVE_CHUNK || !rest) {
+            nbuf_pairs_free_(tc->pool, batch, k, to_stash);
+            k = 0;
+        }
+    }
 }
 
 static void
@@ -113,15 +137,15 @@ void
 nbuf_tcache_flush_(struct nbuf_tcache *tc)
 {
     for (unsigned i = 0; i < tc->pool->ncached; i++)
-        bin_flush(tc, &tc->bins[i], tc->bins[i].count, false);
+        bin_flush(tc, &tc->bins[i], UINT32_MAX, false);
     headers_flush(tc, 0);
 }
 
-/* Return what each bin has not dipped into since the last pass. */
-static void
-tcache_gc(struct nbuf_tcache *tc)
+/* Return half of what each bin held while it served no allocation since the
+ * last pass; on a trim request, return everything. */
+void
+nbuf_tcache_gc_(struct nbuf_tcache *tc)
 {
-    tc->gc_ticks = NBUF_GC_INTERVAL;
     uint64_t epoch = atomic_load_explicit(&tc->pool->trim_epoch, memory_order_relaxed);
     if (epoch != tc->seen_trim_epoch) {
         tc->seen_trim_epoch = epoch;
@@ -130,9 +154,12 @@ tcache_gc(struct nbuf_tcache *tc)
     }
     for (unsigned i = 0; i < tc->pool->ncached; i++) {
         struct nbuf_tcache_bin *bin = &tc->bins[i];
-        if (bin->low_water)
-            bin_flush(tc, bin, (bin->low_water + 1) / 2, false);
-        bin->low_water = bin->count;
+        uint32_t count = bin_count(bin);
+        /* To the stash, not the chunks: another thread may want them, and
+         * breaking pairs into bitmap bits only to rebuild them is costly. */
+        if (count && (uint32_t)bin->nalloc == bin->gc_nalloc)
+            bin_flush(tc, bin, (count + 1) / 2, true);
+        bin->gc_nalloc = (uint32_t)bin->nalloc;
     }
 }
 
@@ -141,6 +168,8 @@ nbuf_tcache_destroy_(struct nbuf_tcache *tc)
 {
     struct nbuf_pool *p = tc->pool;
     nbuf_tcache_flush_(tc);
+    struct nbuf_tstats sum = {0};
+    nbuf_tcache_stats_(tc, &sum);
     pthread_mutex_lock(&p->lock);
     if (tc->prev)
         tc->prev->next = tc->next;
@@ -148,7 +177,7 @@ nbuf_tcache_destroy_(struct nbuf_tcache *tc)
         p->tcaches = tc->next;
     if (tc->next)
         tc->next->prev = tc->prev;
-    nbuf_tstats_add_(&p->retired, &tc->st);
+    nbuf_tstats_add_(&p->retired, &sum);
     pthread_mutex_unlock(&p->lock);
     if (tc->arena)
         atomic_fetch_sub(&tc->arena->nthreads, 1);
@@ -186,6 +215,30 @@ fill(struct nbuf_pool *p, struct nbuf_arena *a, unsigned szind, struct nbuf **ou
     return got;
 }
 
+/* Fill half a bin from the bound arena; the pairs now belong to this cache. */
+static unsigned
+bin_fill(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, unsigned szind)
+{
+    struct nbuf *batch[MOVE_CHUNK];
+    unsigned total = 0;
+    while (total < bin->batch) {
+        unsigned n = bin->batch - total < MOVE_CHUNK ? bin->batch - total : MOVE_CHUNK;
+        unsigned got = fill(tc->pool, tc->arena, szind, batch, n);
+        for (unsigned i = 0; i < got; i++) {
+            /* Cached pairs belong to no buffer (see internal.h). */
+            NBUF_POISON(batch[i]->mem, nbuf_sz_usize_(szind));
+            batch[i]->tid = tc->id;
+            batch[i]->next = bin->head;
+            bin->head = batch[i];
+        }
+        total += got;
+        if (got < n)
+            break;
+    }
+    bin_set_count(bin, bin_count(bin) + total);
+    return total;
+}
+
 struct nbuf *
 nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
 {
@@ -198,30 +251,24 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
         h->tid = 0;
         return h;
     }
-    struct nbuf_tcache_bin *bin = &tc->bins[szind];
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
-        tcache_gc(tc);
-    if (bin->count) {
-        /* Arrived here only because the thread-local pointed elsewhere. */
-        h = bin->stack[bin->count - 1];
-        NBUF_STORE_RELAXED(bin->count, bin->count - 1);
-    } else if (bin->cap == 0) {
+        nbuf_tcache_gc_(tc);
+    struct nbuf_tcache_bin *bin = &tc->bins[szind];
+    if (bin->cap == 0) {
         if (!fill(p, tc->arena, szind, &h, 1))
             return NULL;
+        h->tid = tc->id;
         NBUF_STAT_ADD(tc->st.cache_misses, 1);
-    } else {
-        unsigned got = fill(p, tc->arena, szind, bin->stack, bin->batch);
-        if (!got)
+        return h;
+    }
+    if (!bin->head) {
+        if (!bin_fill(tc, bin, szind))
             return NULL;
-        /* Cached pairs belong to no buffer (see internal.h). */
-        for (unsigned i = 0; i + 1 < got; i++)
-            NBUF_POISON(bin->stack[i]->mem, nbuf_sz_usize_(szind));
-        h = bin->stack[got - 1];
-        NBUF_STORE_RELAXED(bin->count, got - 1);
-        bin->low_water = 0;
         NBUF_STAT_ADD(tc->st.cache_misses, 1);
     }
-    h->tid = tc->id;
+    h = bin->head;
+    bin->head = h->next;
+    bin_set_count(bin, bin_count(bin) - 1);
     return h;
 }
 
@@ -231,29 +278,19 @@ nbuf_tcache_release_slow_(struct nbuf *b)
     struct nbuf_pool *p = b->pool;
     struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);
     unsigned szind = b->szind;
-    if (!tc) {
+    if (!tc || szind >= p->ncached || tc->bins[szind].cap == 0) {
         nbuf_pairs_free_(p, &b, 1, false);
         return;
     }
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
-    if (szind >= p->ncached || bin->cap == 0) {
-        nbuf_pairs_free_(p, &b, 1, false);
-        return;
-    }
-    if (bin->count == bin->cap)
+    if (bin_count(bin) >= bin->cap)
         bin_flush(tc, bin, bin->batch, true);
-    bin->stack[bin->count] = b;
-    NBUF_STORE_RELAXED(bin->count, bin->count + 1);
-    if (--tc->gc_ticks <= 0 ||
-        atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
-        tcache_gc(tc);
-}
-
-/* Called by the release fast path when its GC countdown runs out. */
-void
-nbuf_tcache_gc_(struct nbuf_tcache *tc)
-{
-    tcache_gc(tc);
+    b->tid = tc->id;
+    b->next = bin->head;
+    bin->head = b;
+    bin_set_count(bin, bin_count(bin) + 1);
+    if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
+        nbuf_tcache_gc_(tc);
 }
 
 struct nbuf *
@@ -314,14 +351,15 @@ nbuf_tcache_check_(const struct nbuf_tcache *tc)
 {
     for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
         const struct nbuf_tcache_bin *bin = &tc->bins[i];
-        if (bin->count > bin->cap)
-            return false;
-        for (uint32_t k = 0; k < bin->count; k++) {
-            const struct nbuf *b = bin->stack[k];
-            if (b->szind != i || b->pool != tc->pool || atomic_load(&b->refcnt) != 0 ||
+        uint32_t n = 0;
+        for (const struct nbuf *b = bin->head; b; b = b->next, n++) {
+            if (n > bin->cap || b->szind != i || b->pool != tc->pool || b->tid != tc->id ||
+                atomic_load(&b->refcnt) != 0 ||
                 (b->kind != NBUF_KIND_SMALL && b->kind != NBUF_KIND_RUN))
                 return false;
         }
+        if (n != bin_count(bin) || n > bin->cap)
+            return false;
     }
     uint32_t n = 0;
     for (const struct nbuf *h = tc->headers; h; h = h->root)

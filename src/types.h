@@ -140,24 +140,30 @@ enum nbuf_kind {
  * thread that currently owns the buffer (or the cache holding it).
  */
 struct nbuf {
-    uint8_t *mem;  /* start of this buffer's bytes */
-    size_t reader; /* reader index */
-    size_t writer; /* writer index */
-    size_t capacity;
-    size_t max_capacity;
+    /* First cache line: everything the alloc/release fast paths touch. */
+    struct nbuf *next; /* link while cached in a thread-cache bin */
+    uint8_t *mem;      /* start of this buffer's bytes */
+    size_t reader;     /* reader index */
+    size_t writer;     /* writer index */
+    size_t requested;  /* what the caller asked for (stats) */
+    uint64_t pool_id;  /* pool->id, compared with the thread-local on release */
     _Atomic uint32_t refcnt;
-    _Atomic uint32_t nviews; /* live views whose mem points into this one */
+    uint32_t tid;            /* id of the thread cache the buffer came from (a
+                                cached pair: the cache holding it) */
     uint8_t kind;            /* enum nbuf_kind */
     uint8_t szind;           /* size class of mem (pooled kinds) */
     uint8_t flags;           /* NBUF_F_* */
     uint8_t slow;            /* non-zero: release takes the slow path */
-    uint32_t magic;          /* NBUF_MAGIC from the header's birth (foreign-pointer check) */
+    _Atomic uint32_t nviews; /* 1: views may share mem (set by view.c, cleared by
+                                the owner when refcnt == 1 proves none is left) */
+    /* Second line. */
+    size_t capacity;
+    size_t max_capacity;
+    uint32_t magic;  /* NBUF_MAGIC from the header's birth (foreign-pointer check) */
+    uint32_t handle; /* SMALL: element index; RUN: head page */
     struct nbuf_pool *pool;
     void *slab;                             /* SMALL: subpage; RUN: chunk; HUGE: backing size;
                                                WRAP: free_fn ctx; VIEW: unused */
-    uint32_t tid;                           /* thread-cache id of the allocating thread */
-    uint32_t handle;                        /* SMALL: element index; RUN: head page */
-    size_t requested;                       /* what the caller asked for (stats) */
     struct nbuf *root;                      /* VIEW: owner of mem; else NULL */
     void (*free_fn)(void *data, void *ctx); /* WRAP */
     struct nbuf_header_ext *ext;            /* leak/checked-mode record, or NULL */
@@ -267,11 +273,17 @@ struct nbuf_arena {
 /* ---- thread caches ----------------------------------------------------- */
 
 struct nbuf_tcache_bin {
-    uint32_t count;     /* pairs in stack[0, count) */
-    uint32_t cap;       /* 0 in the sentinel and with NBUF_POOL_NO_CACHE */
-    uint32_t low_water; /* lowest count since the last GC pass */
+    struct nbuf *head; /* cached pairs, linked through nbuf::next (LIFO) */
+    /* Fast-path pops and pushes, written only by the owner (relaxed): they
+     * are the allocation statistics and, with base, the count. Two counters
+     * instead of one count shorten the alloc -> release dependency chain:
+     * each is stored by one side only. */
+    uint64_t nalloc;
+    uint64_t nrelease;
+    uint32_t base;      /* count = base + nrelease - nalloc (mod 2^32) */
+    uint32_t cap;       /* 0 with NBUF_POOL_NO_CACHE or above cache_max_size */
     uint32_t batch;     /* pairs per fill or flush */
-    struct nbuf **stack;
+    uint32_t gc_nalloc; /* nalloc at the last GC pass: unchanged = idle bin */
 };
 
 /*
@@ -302,7 +314,6 @@ struct nbuf_tcache {
     struct nbuf_pool *pool;
     struct nbuf_arena *arena; /* bound arena (fills come from here) */
     uint32_t id;
-    int32_t gc_ticks;
     uint64_t seen_trim_epoch;
     struct nbuf_tcache *next, *prev; /* pool->tcaches */
     struct nbuf_tstats st;

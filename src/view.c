@@ -3,8 +3,8 @@
  * Views and foreign memory: slices, duplicates and deep copies of buffers,
  * buffers wrapping caller memory (WRAP) and read-only file mappings (MAPPED).
  * A view is a recycled header (no malloc) whose mem points into its root, the
- * buffer that owns the memory; it holds one reference on the root and counts
- * in root->nviews, so the root's memory neither moves nor goes away first.
+ * buffer that owns the memory; it holds one reference on the root and marks
+ * root->nviews, so the root's memory neither moves nor goes away first.
  * A view of a view points at the original root. WRAP and MAPPED headers come
  * from the default pool's header cache but belong to no pool's counters.
  */
@@ -99,7 +99,12 @@ view_new(struct nbuf *b, size_t off, size_t len)
         errno = err;
         return NULL;
     }
-    atomic_fetch_add_explicit(&root->nviews, 1, memory_order_relaxed);
+    /* Mark the root as viewed (no read-modify-write: only set here while
+     * the mark is clear, which means no view exists and the caller owns the
+     * root; cleared by nbuf_ensure_writable once the count shows no view
+     * can be left). */
+    if (!atomic_load_explicit(&root->nviews, memory_order_relaxed))
+        atomic_store_explicit(&root->nviews, 1, memory_order_relaxed);
     hdr_init(v, p, NBUF_KIND_VIEW, b->mem + off, len);
     v->flags |= root->flags & NBUF_F_READONLY;
     v->root = root;
@@ -231,7 +236,10 @@ nbuf_map_file(int fd, off_t off, size_t len)
         errno = EINVAL;
         return NULL;
     }
-    uint8_t *mem = NULL;
+    /* An empty range maps nothing, but its buffer still needs a non-NULL
+     * address (nbuf_data() and views do pointer arithmetic on it). */
+    static uint8_t empty_map[1];
+    uint8_t *mem = empty_map;
     if (len) {
         /* mmap wants a page-aligned offset: map from the page holding off. */
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -244,7 +252,7 @@ nbuf_map_file(int fd, off_t off, size_t len)
     struct nbuf_pool *p = nbuf_pool_default();
     struct nbuf *h = hdr_alloc(p);
     if (!h) {
-        if (mem) {
+        if (len) {
             size_t page = (size_t)sysconf(_SC_PAGESIZE);
             size_t delta = (size_t)off & (page - 1);
             munmap(mem - delta, len + delta);
@@ -268,7 +276,6 @@ nbuf_view_free_(struct nbuf *b)
         struct nbuf_pool *p = b->pool;
         if (p)
             views_account(p, false);
-        atomic_fetch_sub_explicit(&root->nviews, 1, memory_order_release);
         nbuf_buf_header_put_(b);
         /* The view's reference on the root goes here. */
         nbuf_release(root);
@@ -283,7 +290,7 @@ nbuf_view_free_(struct nbuf *b)
         return;
     }
     case NBUF_KIND_MAPPED:
-        if (b->mem) {
+        if (b->capacity) {
             /* The mapping starts on the page holding mem (see map_file). */
             size_t page = (size_t)sysconf(_SC_PAGESIZE);
             size_t delta = (size_t)((uintptr_t)b->mem & (page - 1));

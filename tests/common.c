@@ -3,10 +3,47 @@
 
 #include <pthread.h>
 
+/*
+ * Test-only overrides, so that the whole suite can re-run in other pool
+ * shapes (.ci/run): NBUF_TEST_ARENAS=n gives every pool a test makes n
+ * arenas; NBUF_TEST_CHUNK_SIZE=bytes shrinks every larger chunk size to it
+ * (but keeps at least 8 pages per chunk). Unset, configs stay as written.
+ * The library's own NBUF_* variables (NBUF_NO_CACHE, NBUF_BYPASS, ...) need
+ * no help: they apply to every pool.
+ */
+static const struct nbuf_pool_config *
+test_overrides(const struct nbuf_pool_config *cfg, struct nbuf_pool_config *tmp)
+{
+    const char *arenas = getenv("NBUF_TEST_ARENAS");
+    const char *chunk = getenv("NBUF_TEST_CHUNK_SIZE");
+    if (!(arenas && *arenas) && !(chunk && *chunk))
+        return cfg;
+    if (cfg)
+        *tmp = *cfg;
+    else
+        nbuf_pool_config_init(tmp);
+    if (arenas && *arenas)
+        tmp->arenas = (unsigned)strtoul(arenas, NULL, 0);
+    if (chunk && *chunk) {
+        char *end;
+        size_t size = strtoull(chunk, &end, 0);
+        if (*end == 'k' || *end == 'K')
+            size <<= 10;
+        else if (*end == 'm' || *end == 'M')
+            size <<= 20;
+        if (size < 8 * tmp->page_size)
+            size = 8 * tmp->page_size;
+        if (size < tmp->chunk_size)
+            tmp->chunk_size = size;
+    }
+    return tmp;
+}
+
 struct nbuf_pool *
 t_pool_new(const struct nbuf_pool_config *cfg)
 {
-    struct nbuf_pool *p = nbuf_pool_new(cfg);
+    struct nbuf_pool_config tmp;
+    struct nbuf_pool *p = nbuf_pool_new(test_overrides(cfg, &tmp));
     cr_assert_not_null(p, "nbuf_pool_new: %s", strerror(errno));
     return p;
 }

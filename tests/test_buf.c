@@ -119,8 +119,9 @@ Test(buf, overflowing_offsets)
 Test(buf, class_boundaries)
 {
     size_t page = pool->cfg.page_size, chunk = pool->cfg.chunk_size;
-    size_t probes[] = {1, 15, 16, 17, 4095, 4096, 4097, page - 1, page, page + 1,
-                       4 * page - 1, 4 * page, 4 * page + 1, chunk - 1, chunk, chunk + 1};
+    size_t probes[] = {
+        1,    15,       16,           17,       4095,         4096,      4097,  page - 1,
+        page, page + 1, 4 * page - 1, 4 * page, 4 * page + 1, chunk - 1, chunk, chunk + 1};
     for (unsigned i = 0; i < pool->nclasses; i++) {
         size_t us = nbuf_sz_usize_(i);
         for (size_t n = us - 1; n <= us + 1; n++) {

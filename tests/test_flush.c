@@ -29,17 +29,17 @@ static struct {
     unsigned calls;    /* writev + sendmsg */
     unsigned sendmsgs; /* of which sendmsg */
     unsigned writevs;
-    int max_iov;       /* most iovecs in one call */
-    bool empty_iov;    /* an iovec of length 0 was offered */
-    bool nosignal;     /* every sendmsg had MSG_NOSIGNAL */
-    size_t max_bytes;  /* most bytes offered in one call */
-    bool fake;         /* do not touch the memory (fake lengths) */
+    int max_iov;          /* most iovecs in one call */
+    bool empty_iov;       /* an iovec of length 0 was offered */
+    bool nosignal;        /* every sendmsg had MSG_NOSIGNAL */
+    size_t max_bytes;     /* most bytes offered in one call */
+    bool fake;            /* do not touch the memory (fake lengths) */
     size_t limit[SCRIPT]; /* bytes the k-th call accepts (0 = script over) */
     int err[SCRIPT];      /* errno the k-th call fails with */
     unsigned sendfiles;
     off_t sf_off[SCRIPT];
     size_t sf_count[SCRIPT];
-    int sf_err; /* every sendfile fails with this */
+    int sf_err;   /* every sendfile fails with this */
     bool sf_fake; /* sendfile: record and accept without IO */
 } sink;
 
@@ -150,12 +150,16 @@ sink_reset(void)
     sink.nosignal = true;
 }
 
+static size_t coalesce_default = SIZE_MAX;
+
 static void
 setup(void)
 {
+    if (coalesce_default == SIZE_MAX)
+        coalesce_default = nbuf_flush_coalesce_max_;
     sink_reset();
     nbuf_sys_ = nbuf_sys_default_;
-    nbuf_flush_coalesce_max_ = 128;
+    nbuf_flush_coalesce_max_ = coalesce_default;
     real_sendmsgs = real_writevs = 0;
     signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test */
 }
@@ -171,7 +175,7 @@ static void
 teardown(void)
 {
     nbuf_sys_ = nbuf_sys_default_;
-    nbuf_flush_coalesce_max_ = 128;
+    nbuf_flush_coalesce_max_ = coalesce_default;
     free(sink.out);
     sink.out = NULL;
 }
@@ -237,7 +241,7 @@ Test(flush, partial_inside_component_37_D23)
     for (int coalesce = 0; coalesce < 2; coalesce++) {
         sink_reset();
         use_fake_sink();
-        nbuf_flush_coalesce_max_ = coalesce ? 128 : 0;
+        nbuf_flush_coalesce_max_ = coalesce ? coalesce_default : 0;
         struct nbuf_composite *c = wrapped_composite(p, 100, 100);
         sink.limit[0] = 37 * 100 + 42;
         cr_assert_eq(nbuf_composite_writev(c, fd), 37 * 100 + 42);
@@ -268,7 +272,7 @@ Test(flush, partial_on_boundary_and_one_byte_D24)
     for (int coalesce = 0; coalesce < 2; coalesce++) {
         sink_reset();
         use_fake_sink();
-        nbuf_flush_coalesce_max_ = coalesce ? 128 : 0;
+        nbuf_flush_coalesce_max_ = coalesce ? coalesce_default : 0;
         struct nbuf_composite *c = wrapped_composite(p, 50, 64);
         sink.limit[0] = 10 * 64;
         cr_assert_eq(nbuf_composite_writev(c, fd), 640);
@@ -412,7 +416,7 @@ Test(flush, more_than_iov_max_components_D26)
     /* Coalesced, the same tiny components take one call. */
     sink_reset();
     use_fake_sink();
-    nbuf_flush_coalesce_max_ = 128;
+    nbuf_flush_coalesce_max_ = coalesce_default;
     c = wrapped_composite(p, 2500, 3);
     cr_assert_eq(nbuf_composite_writev(c, fd), 7500);
     cr_assert_eq(sink.calls, 1);
@@ -859,5 +863,62 @@ Test(flush, nonblocking_socket_end_to_end)
     close(fd);
     close(sv[0]);
     close(sv[1]);
+    t_pool_done(p);
+}
+
+/* ---- F40: a failed allocation in the middle changes nothing ---- */
+
+Test(flush, allocation_failures_change_nothing_F40)
+{
+    if (t_bypass())
+        cr_skip_test("unpooled buffers do not come from the backing");
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.page_size = 4096;
+    cfg.chunk_size = 32 << 10; /* so that big copies go to the backing */
+    cfg.flags |= NBUF_POOL_NO_CACHE;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    int pp[2];
+    cr_assert_eq(pipe2(pp, O_NONBLOCK), 0);
+    /* read_fd: the bytes stay in the fd when there is nowhere to put them. */
+    cr_assert_eq(write(pp[1], "hello", 5), 5);
+    nbuf_backing_fail_after_(p, 1);
+    cr_assert_eq(nbuf_composite_read_fd(c, pp[0], 0), -ENOMEM);
+    cr_assert_eq(nbuf_composite_readable(c), 0);
+    cr_assert_eq(nbuf_composite_read_fd(c, pp[0], 0), 5, "the fault is spent, the data waited");
+    cr_assert_eq(nbuf_composite_skip(c, 5), 0);
+    /* add_copy and add_iov needing a huge tail. */
+    static uint8_t big[40000];
+    nbuf_backing_fail_after_(p, 1);
+    cr_assert_eq(nbuf_composite_add_copy(c, big, sizeof(big)), -ENOMEM);
+    struct nbuf *b = nbuf_alloc(p, 20000);
+    cr_assert_not_null(b);
+    t_buf_fill(b, 3);
+    struct iovec v[100];
+    for (int i = 0; i < 100; i++) {
+        v[i].iov_base = (void *)(nbuf_data(b) + i * 100);
+        v[i].iov_len = 400;
+    }
+    nbuf_backing_fail_after_(p, 1);
+    cr_assert_eq(nbuf_composite_add_iov(c, b, v, 100), -ENOMEM);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    cr_assert_eq(nbuf_composite_readable(c), 0);
+    cr_assert_eq(nbuf_composite_count(c), 0);
+    /* The flush cannot get its staging buffer: plain iovecs instead. */
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(nbuf_composite_add_slice(c, b, (size_t)i * 200, 150), 0);
+    size_t n = nbuf_composite_readable(c);
+    nbuf_backing_fail_after_(p, 1);
+    uint8_t *got = malloc(n);
+    flush_all_via_pipe(c, got, n);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(memcmp(got + i * 150, nbuf_data(b) + i * 200, 150), 0);
+    cr_assert_eq(atomic_load(&p->backing.fail_count), 4, "every fault fired");
+    free(got);
+    nbuf_release(b);
+    nbuf_composite_free(c);
+    close(pp[0]);
+    close(pp[1]);
     t_pool_done(p);
 }

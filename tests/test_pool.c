@@ -512,14 +512,16 @@ Test(pool, memory_limit_trim_retry_then_enomem)
         t_pool_done(p);
         cr_skip("needs thread caches");
     }
-    /* Chunk 1 filled by 16 x 64 KiB that end up idle in the thread cache. */
+    /* Chunk 1 filled by 16 x 64 KiB that end up idle in the thread cache and
+     * the arena stash (both bounded by bytes, so some go back to the chunk;
+     * what stays keeps chunk 1 from being empty). */
     struct nbuf *c[16];
     for (unsigned i = 0; i < 16; i++)
         cr_assert_not_null(c[i] = nbuf_alloc(p, 65536));
     for (unsigned i = 0; i < 16; i++)
         nbuf_release(c[i]);
     cr_assert_eq(t_stats(p).chunks, 1);
-    cr_assert_eq(t_stats(p).cached_bytes, 1u << 20);
+    cr_assert_gt(t_stats(p).cached_bytes, 0);
     /* Chunk 2, then a third would pass the limit: trim frees chunk 1, the
      * retry succeeds. */
     struct nbuf *x = nbuf_alloc(p, 1u << 20);

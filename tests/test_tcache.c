@@ -47,12 +47,12 @@ Test(tcache, batch_fill_then_lifo_hits)
     struct nbuf_tcache *tc = my_tcache(p);
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
     cr_assert_eq(bin->cap, p->cfg.cache_small_count);
-    cr_assert_eq(bin->count, bin->batch - 1, "one miss should fill a batch");
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), bin->batch - 1, "one miss should fill a batch");
     struct nbuf_pool_stats s = t_stats(p);
     cr_assert_eq(s.cache_misses, 1);
     cr_assert_eq(s.cache_hits, 0);
     cr_assert_eq(nbuf_release(a), 1);
-    cr_assert_eq(bin->count, bin->batch);
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), bin->batch);
     struct nbuf *b = nbuf_alloc(p, 112);
     cr_assert_eq(b, a, "a release then an alloc of the same class should hit the same pair");
     s = t_stats(p);
@@ -78,7 +78,7 @@ Test(tcache, overflow_flushes_to_stash)
     struct nbuf_stash *st = &p->arenas[0].stash[szind];
     for (unsigned i = 0; i < n; i++) {
         cr_assert_eq(nbuf_release(v[i]), 1);
-        cr_assert_leq(bin->count, bin->cap);
+        cr_assert_leq(nbuf_tcache_bin_count_(bin), bin->cap);
     }
     cr_assert_gt(st->count, 0, "an overflowing bin did not flush to the stash");
     cr_assert(nbuf_tcache_check_(tc));
@@ -106,12 +106,12 @@ Test(tcache, gc_returns_idle_pairs)
         nbuf_release(v[i]);
     struct nbuf_tcache *tc = my_tcache(p);
     struct nbuf_tcache_bin *idle = &tc->bins[nbuf_sz_index_(2000)];
-    uint32_t before = idle->count;
+    uint32_t before = nbuf_tcache_bin_count_(idle);
     cr_assert_geq(before, N);
     /* Three GC intervals of traffic on another class. */
     for (unsigned i = 0; i < 3 * 4096 + 10; i++)
         nbuf_release(nbuf_alloc(p, 64));
-    cr_assert_lt(idle->count, before / 2, "idle bin kept %u of %u", idle->count, before);
+    cr_assert_lt(nbuf_tcache_bin_count_(idle), before / 2, "idle bin kept %u of %u", nbuf_tcache_bin_count_(idle), before);
     cr_assert(nbuf_tcache_check_(tc));
     t_pool_done(p);
 }
@@ -160,7 +160,7 @@ trim_thread(void *arg)
     /* A miss notices the trim epoch and flushes the whole cache. */
     struct nbuf *b = nbuf_alloc(ta->p, 100000);
     T_CHECK(b != NULL);
-    ta->after_trim = nbuf_tls_.tc->bins[nbuf_sz_index_(1024)].count;
+    ta->after_trim = nbuf_tcache_bin_count_(&nbuf_tls_.tc->bins[nbuf_sz_index_(1024)]);
     nbuf_release(b);
     return NULL;
 }
@@ -466,7 +466,7 @@ Test(tcache, no_cache_config)
         }
         struct nbuf_tcache *tc = my_tcache(p);
         for (unsigned i = 0; i < NBUF_NCLASSES; i++)
-            cr_assert_eq(tc->bins[i].count, 0);
+            cr_assert_eq(nbuf_tcache_bin_count_(&tc->bins[i]), 0);
         for (unsigned i = 0; i < 40; i++) {
             cr_assert(t_buf_verify(v[i], i));
             cr_assert_eq(nbuf_release(v[i]), 1);

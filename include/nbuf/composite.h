@@ -122,6 +122,29 @@ int nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b);
  */
 int nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len);
 
+/** Largest piece nbuf_composite_add_iov() copies rather than references
+ *  (the measured point where a copy gets dearer than one more iovec). */
+#define NBUF_COMPOSITE_COPY_MAX 512
+
+/**
+ * Add many pieces of @p b at once, in order: @p iov[0, n) point into @p b's
+ * bytes [0, writer_index] (for instance fields a parser found). Pieces of at
+ * most NBUF_COMPOSITE_COPY_MAX bytes are copied into the composite's tail
+ * space, packed as by nbuf_composite_add_copy() (so later changes to those
+ * bytes of @p b do not show); longer pieces are referenced as by
+ * nbuf_composite_add_slice(), consecutive ones sharing one reference and
+ * adjacent ones merged. A frame of many small pieces is composed this way at
+ * close to the cost of a memcpy loop, where one add_slice() per piece costs a
+ * call and a component each. Empty pieces are skipped.
+ *
+ * @return 0; -EINVAL (NULL @p c or @p b, @p n < 0, NULL @p iov with @p n >
+ *         0, a piece outside [0, writer_index] of @p b, or @p b already
+ *         released: reported), -EOVERFLOW (total), -ENOMEM; or what
+ *         nbuf_retain() reports. All or nothing: nothing changed on failure.
+ */
+int nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct iovec *iov,
+                           int n);
+
 /**
  * Add @p b's readable bytes in front of the readable bytes. Takes @p b
  * (an empty @p b is released at once).

@@ -25,16 +25,17 @@ extern "C" {
  * At most one pipe's worth (64 KiB by default) is taken from @p in_fd at a
  * time, and everything taken is delivered to @p out_fd before the call
  * returns: if @p out_fd is non-blocking and full, the call waits with poll()
- * for it to drain, so no byte is ever left behind in the pipe. The call
- * continues until @p len bytes have moved, @p in_fd reaches end of file, or
- * @p in_fd has nothing more to give right now (-EAGAIN on a non-blocking
- * @p in_fd); with a blocking @p in_fd it waits for the data, as sendfile()
- * does. EINTR is retried; SIGPIPE is never raised (blocked in the calling
- * thread for the call).
+ * for it to drain, so no byte is ever left behind in the pipe. Like read(),
+ * the call moves what is available: it goes on only while @p in_fd fills
+ * each request completely, and returns once @p len bytes moved or @p in_fd
+ * gave less than asked, reached end of file, or has nothing right now
+ * (-EAGAIN from a non-blocking @p in_fd; a blocking one is waited for). EINTR
+ * is retried; SIGPIPE is never raised (blocked in the calling thread for the
+ * call unless it is ignored anyway).
  *
- * At least one of the two descriptors may be a pipe or not: any pair
- * splice(2) accepts through a pipe (sockets, pipes, regular files as the
- * source).
+ * Any pair that splice(2) serves through a pipe works: sockets, pipes, and
+ * regular files as the source (read from their current file offset, which
+ * advances).
  *
  * @return bytes moved (> 0); 0 at end of file of @p in_fd with nothing
  *         moved, or when @p len is 0 (no syscall); -EAGAIN when @p in_fd had

@@ -484,7 +484,10 @@ main(int argc, char **argv)
     printf("\n");
     int missed = print_table();
     printf("\nnbuf / best: nbuf's cost relative to the best peer (time, 1 / throughput, RSS); "
-           "<= 1.00 meets. %d target%s missed.\n",
-           missed, missed == 1 ? "" : "s");
+           "<= 1.00 meets. ");
+    if (status)
+        printf("Some variants failed or refused: see above and stderr.\n");
+    else
+        printf("%d target%s missed.\n", missed, missed == 1 ? "" : "s");
     return status;
 }

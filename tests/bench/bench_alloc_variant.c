@@ -24,12 +24,10 @@
 #include <unistd.h>
 
 #if defined(BENCH_NBUF)
-#include "nbuf.h"
-#include "types.h" /* struct nbuf: touch b->mem with the same one store the peers do */
+#include "internal.h" /* struct nbuf: touch b->mem with the same one store the peers do */
 #ifdef NBUF_HAVE_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
-size_t nbuf_sz_usize_(unsigned szind);
 #define VARIANT "nbuf"
 #ifdef NBUF_HAVE_JEMALLOC
 #define EXPECT_MALLOC "jemalloc" /* libnbuf links jemalloc, which replaces malloc */
@@ -57,8 +55,10 @@ size_t nbuf_sz_usize_(unsigned szind);
 #error "define one of BENCH_NBUF, BENCH_GLIBC, BENCH_JEMALLOC, BENCH_TCMALLOC, BENCH_MIMALLOC"
 #endif
 
+#ifndef likely
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
 
 #define MIN_SIZE 64
 #define MAX_SIZE 65536
@@ -163,7 +163,7 @@ rng_size(uint64_t *s)
 
 /* VmRSS or VmHWM of this process, in bytes. */
 static uint64_t
-proc_status_kb(const char *field)
+proc_status_bytes(const char *field)
 {
     char buf[4096];
     int fd = open("/proc/self/status", O_RDONLY);
@@ -591,7 +591,7 @@ workload_pc(void)
         die("%llu buffers arrived corrupted", (unsigned long long)r->bad);
     uint64_t count = atomic_load(&r->tail);
     printf("c.mbps %.3f\n", (double)count * 1e3 / (double)(t - r->t0));
-    printf("c.hwm %.2f\n", mib((double)proc_status_kb("VmHWM:")));
+    printf("c.hwm %.2f\n", mib((double)proc_status_bytes("VmHWM:")));
     print_pool_stats("after producer/consumer");
     free(r);
     free(tr.slot);
@@ -623,7 +623,7 @@ workload_rss(void)
     memset(sizes, 0, cap * sizeof(*sizes));
     obj *o = obj_alloc(1); /* initialise the allocator before the baseline */
     obj_free(o);
-    uint64_t rss0 = proc_status_kb("VmRSS:");
+    uint64_t rss0 = proc_status_bytes("VmRSS:");
 
     uint64_t s = SEED ^ 2, live_bytes = 0;
     size_t n = 0;
@@ -650,18 +650,18 @@ workload_rss(void)
         touch_pages(obj_mem(live[j]), sizes[j]);
         live_bytes += sizes[j];
         if (i > replacements / 2 && i % every == 0) {
-            double ratio = (double)(proc_status_kb("VmRSS:") - rss0) / (double)live_bytes;
+            double ratio = (double)(proc_status_bytes("VmRSS:") - rss0) / (double)live_bytes;
             worst = ratio > worst ? ratio : worst;
             sum += ratio;
             nsamples++;
         }
     }
     print_pool_stats("rss steady state");
-    uint64_t hwm = proc_status_kb("VmHWM:");
+    uint64_t hwm = proc_status_bytes("VmHWM:");
     for (size_t j = 0; j < n; j++)
         obj_free(live[j]);
     allocator_trim();
-    uint64_t rss1 = proc_status_kb("VmRSS:");
+    uint64_t rss1 = proc_status_bytes("VmRSS:");
     printf("d.ratio %.4f\n", worst);
     printf("d.ratio_mean %.4f\n", nsamples ? sum / nsamples : 0.0);
     printf("d.live %.2f\n", mib((double)live_bytes));

@@ -94,8 +94,16 @@ static uint8_t header[HDR];
  * slices are adjacent (adjacent slices would merge into one iovec). */
 static uint8_t *src_mem;
 static struct nbuf *src_buf;
-static size_t nslices(size_t s) { return PAYLOAD / s; }
-static size_t slice_off(size_t s, size_t i) { return 2 * i * s; }
+static size_t
+nslices(size_t s)
+{
+    return PAYLOAD / s;
+}
+static size_t
+slice_off(size_t s, size_t i)
+{
+    return 2 * i * s;
+}
 
 static void
 write_all(int fd, const void *p, size_t n)
@@ -193,6 +201,29 @@ frame_nbuf(size_t s)
     }
 }
 
+/* The same pieces in one call: small ones are copied as they are added. */
+static struct iovec *pieces;
+static void
+frame_nbuf_iov(size_t s)
+{
+    if (nbuf_composite_add_copy(comp, header, HDR))
+        die("add_copy");
+    size_t n = nslices(s);
+    for (size_t i = 0; i < n; i++) {
+        pieces[i].iov_base = src_mem + slice_off(s, i);
+        pieces[i].iov_len = s;
+    }
+    if (nbuf_composite_add_iov(comp, src_buf, pieces, (int)n))
+        die("add_iov");
+    while (nbuf_composite_readable(comp)) {
+        ssize_t r = nbuf_composite_writev(comp, sv[0]);
+        if (r < 0) {
+            errno = (int)-r;
+            die("nbuf_composite_writev");
+        }
+    }
+}
+
 /* Same, with adjacent slices (merged into one component as they come). */
 static void
 frame_nbuf_adjacent(size_t s)
@@ -219,9 +250,19 @@ static const struct strategy strategies[] = {
     {"evbuffer", frame_evbuffer},
 #endif
     {"nbuf", frame_nbuf},
+    {"nbuf-add_iov", frame_nbuf_iov},
     {"nbuf-adjacent", frame_nbuf_adjacent},
 };
 #define NSTRAT (sizeof(strategies) / sizeof(strategies[0]))
+
+static size_t
+strategy_index(const char *name)
+{
+    for (size_t k = 0; k < NSTRAT; k++)
+        if (!strcmp(strategies[k].name, name))
+            return k;
+    abort();
+}
 
 static int
 cmp_double(const void *a, const void *b)
@@ -237,68 +278,98 @@ median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* ns per frame of @st at slice size @s over @frames frames. */
+static uint64_t
+cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wall ns per frame of @st at slice size @s over @frames frames, and the
+ * sending thread's CPU ns per frame (user + kernel: its own work, whatever
+ * else the machine runs) in *@cpu. */
 static double
-run(const struct strategy *st, size_t s, int frames)
+run(const struct strategy *st, size_t s, int frames, double *cpu)
 {
     uint64_t frame_bytes = HDR + nslices(s) * s;
     uint64_t start_rx = atomic_load(&received);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = now_ns(), c0 = cpu_ns();
     for (int f = 0; f < frames; f++)
         st->frame(s);
+    uint64_t c1 = cpu_ns();
     wait_received(start_rx + frame_bytes * (uint64_t)frames);
+    if (cpu)
+        *cpu = (double)(c1 - c0) / frames;
     return (double)(now_ns() - t0) / frames;
+}
+
+static double cpus[NSIZES][NSTRAT];
+
+static void
+print_row(size_t s, const double *m)
+{
+    double best = m[0] < m[1] ? m[0] : m[1];
+    size_t nb = strategy_index("nbuf"), ni = strategy_index("nbuf-add_iov");
+    printf("%7zu", s);
+    for (size_t k = 0; k < NSTRAT; k++)
+        printf(" %14.0f", m[k]);
+    printf(" | %28.2f %8.2f", m[nb] / best, m[ni] / best);
+#ifdef NBUF_HAVE_LIBEVENT
+    size_t ne = strategy_index("evbuffer");
+    printf(" | %18.2f %8.2f", m[nb] / m[ne], m[ni] / m[ne]);
+#endif
+    printf("\n");
 }
 
 static void
 bench_frames(void)
 {
-    int reps = quick ? 3 : 9;
+    int reps = quick ? 3 : 15;
     printf("Frame flush: %d B header + %d KiB payload in slices of S, UNIX socketpair,\n"
            "reader thread; ns per frame, median of %d runs (strategies alternate).\n\n",
            HDR, PAYLOAD / 1024, reps);
     printf("%7s", "S");
     for (size_t k = 0; k < NSTRAT; k++)
         printf(" %14s", strategies[k].name);
-    printf("   nbuf/best(memcpy,writev)");
+    printf(" | vs best(memcpy,writev): nbuf  add_iov");
 #ifdef NBUF_HAVE_LIBEVENT
-    printf("  nbuf/evbuffer");
+    printf(" | vs evbuffer: nbuf  add_iov");
 #endif
     printf("\n");
     for (int si = 0; si < NSIZES; si++) {
         size_t s = sizes[si];
         int frames = quick ? 200 : 1000;
-        double res[NSTRAT][16];
+        double res[NSTRAT][32], cres[NSTRAT][32];
         for (size_t k = 0; k < NSTRAT; k++)
-            run(&strategies[k], s, frames / 10 + 1); /* warm up */
+            run(&strategies[k], s, frames / 10 + 1, NULL); /* warm up */
         for (int r = 0; r < reps; r++)
             for (size_t k = 0; k < NSTRAT; k++)
-                res[k][r] = run(&strategies[(k + (size_t)r) % NSTRAT], s, frames);
+                res[k][r] = run(&strategies[(k + (size_t)r) % NSTRAT], s, frames, &cres[k][r]);
         /* undo the rotation */
         double med[NSTRAT];
         for (size_t k = 0; k < NSTRAT; k++) {
-            double v[16];
+            double v[32], cv[32];
             int n = 0;
             for (int r = 0; r < reps; r++)
                 for (size_t j = 0; j < NSTRAT; j++)
-                    if ((j + (size_t)r) % NSTRAT == k)
+                    if ((j + (size_t)r) % NSTRAT == k) {
+                        cv[n] = cres[j][r];
                         v[n++] = res[j][r];
+                    }
             med[k] = median(v, n);
+            cpus[si][k] = median(cv, n);
         }
-        printf("%7zu", s);
-        for (size_t k = 0; k < NSTRAT; k++)
-            printf(" %14.0f", med[k]);
-        double best = med[0] < med[1] ? med[0] : med[1];
-        size_t nb = NSTRAT - 2;
-        printf("   %26.2f", med[nb] / best);
-#ifdef NBUF_HAVE_LIBEVENT
-        printf("  %13.2f", med[nb] / med[2]);
-#endif
-        printf("\n");
+        print_row(s, med);
         fflush(stdout);
     }
-    printf("\n(ratio < 1: nbuf faster. nbuf-adjacent: the same slices laid out back to back,"
-           "\nwhich the composite merges into one component.)\n\n");
+    printf("\nSending thread's CPU time per frame (user + kernel), median: what each strategy\n"
+           "costs, whatever else runs on the machine:\n");
+    for (int si = 0; si < NSIZES; si++)
+        print_row(sizes[si], cpus[si]);
+    printf("\n(ratio < 1: nbuf faster. nbuf: one add_slice per slice; nbuf-add_iov: all slices in"
+           "\none nbuf_composite_add_iov call; nbuf-adjacent: add_slice of slices laid out back to"
+           "\nback, which the composite merges into one component.)\n\n");
 }
 
 /* ---- lookup and building ---- */
@@ -406,6 +477,11 @@ main(int argc, char **argv)
     quick = (argc > 1 && !strcmp(argv[1], "--quick")) || getenv("NBUF_BENCH_QUICK");
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
         die("socketpair");
+    /* Room for a few frames in flight, so that the writer measures its own
+     * work rather than the reader's wake-up latency (capped by wmem_max). */
+    int bufsz = 4 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
     src_buf = nbuf_alloc(NULL, 2 * PAYLOAD + 65536);
     if (!src_buf)
         die("nbuf_alloc");
@@ -416,6 +492,7 @@ main(int argc, char **argv)
     memset(header, 0xab, HDR);
     flat = malloc(HDR + PAYLOAD);
     iovs = malloc((PAYLOAD / 16 + 1) * sizeof(*iovs));
+    pieces = malloc((PAYLOAD / 16 + 1) * sizeof(*pieces));
     comp = nbuf_composite_new(NULL);
 #ifdef NBUF_HAVE_LIBEVENT
     evb = evbuffer_new();
@@ -438,6 +515,7 @@ main(int argc, char **argv)
     nbuf_release(src_buf);
     free(flat);
     free(iovs);
+    free(pieces);
     close(sv[0]);
     close(sv[1]);
     return 0;

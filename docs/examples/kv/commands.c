@@ -10,7 +10,9 @@
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kv.h"
 
@@ -24,12 +26,14 @@ struct kv_command {
     int8_t value_step;  /* 0: only value_first; 2: every other one from it */
 };
 
-#define BUF_MAX ((size_t)1 << 30)   /* the pool's default max_buffer_size */
-#define APPEND_MAX_SEGS 256         /* past this, APPEND flattens the value */
-#define INLINE_LIMIT 4096           /* hard cap of --inline-max */
+#define BUF_MAX ((size_t)1 << 30) /* the pool's default max_buffer_size */
+#define APPEND_MAX_SEGS 256       /* past this, APPEND flattens the value */
+#define INLINE_LIMIT 4096         /* hard cap of --inline-max */
 
 #define STORE(x) ((x)->srv->store)
 #define CFG(x) ((x)->srv->cfg)
+
+static size_t command_count(void);
 
 /* ---- helpers ---- */
 
@@ -235,8 +239,8 @@ cmd_dbsize(struct kv_ctx *x)
 static int
 cmd_flushall(struct kv_ctx *x)
 {
-    if (x->argc > 2 || (x->argc == 2 && !arg_is(&x->argv[1], "sync") &&
-                        !arg_is(&x->argv[1], "async")))
+    if (x->argc > 2 ||
+        (x->argc == 2 && !arg_is(&x->argv[1], "sync") && !arg_is(&x->argv[1], "async")))
         return reply_syntax(x);
     kv_store_flush(STORE(x));
     return kv_reply_ok(x->out);
@@ -249,7 +253,7 @@ cmd_command(struct kv_ctx *x)
     if (x->argc == 1 || arg_is(sub, "docs") || arg_is(sub, "info") || arg_is(sub, "list"))
         return kv_reply_array(x->out, 0); /* no command metadata: tools fall back */
     if (arg_is(sub, "count"))
-        return kv_reply_int(x->out, 22);
+        return kv_reply_int(x->out, (long long)command_count());
     return kv_reply_error(x->out, "ERR unknown subcommand '%.128s'. Try COMMAND HELP.",
                           (const char *)sub->p);
 }
@@ -285,8 +289,8 @@ cmd_config(struct kv_ctx *x)
     for (int i = 2; i < x->argc; i++) {
         for (size_t j = 0; j < sizeof(config_table) / sizeof(config_table[0]); j++) {
             /* argv bytes are NUL-terminated in the scratch area (client.c). */
-            if (!hit[j] && fnmatch((const char *)x->argv[i].p, config_table[j].name,
-                                   FNM_CASEFOLD) == 0) {
+            if (!hit[j] &&
+                fnmatch((const char *)x->argv[i].p, config_table[j].name, FNM_CASEFOLD) == 0) {
                 hit[j] = true;
                 n++;
             }
@@ -302,6 +306,57 @@ cmd_config(struct kv_ctx *x)
             return r;
     }
     return 0;
+}
+
+static long long
+rss_bytes(void)
+{
+    long long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lld %lld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+/* INFO: the fields tools look for, plus the pool's own counters. */
+static int
+cmd_info(struct kv_ctx *x)
+{
+    struct nbuf_pool_stats st;
+    uint64_t keys, expires;
+    char buf[2048];
+    int n;
+
+    memset(&st, 0, sizeof(st));
+    nbuf_pool_stats(x->srv->pool, &st);
+    kv_store_counts(STORE(x), &keys, &expires);
+    n = snprintf(buf, sizeof(buf),
+                 "# Server\r\nredis_version:7.0.0\r\nnbuf_kv_version:0.1.0\r\n"
+                 "redis_mode:standalone\r\nprocess_id:%ld\r\ntcp_port:%u\r\n"
+                 "io_threads_active:%d\r\n\r\n"
+                 "# Clients\r\nconnected_clients:%u\r\n\r\n"
+                 "# Memory\r\nused_memory_rss:%lld\r\n"
+                 "nbuf_backing_bytes:%llu\r\nnbuf_used_bytes:%llu\r\n"
+                 "nbuf_requested_bytes:%llu\r\nnbuf_cached_bytes:%llu\r\n"
+                 "nbuf_live_buffers:%llu\r\nnbuf_views:%llu\r\nnbuf_chunks:%llu\r\n"
+                 "nbuf_allocations:%llu\r\nnbuf_remote_releases:%llu\r\n\r\n"
+                 "# Stats\r\ntotal_protocol_errors:%llu\r\n\r\n"
+                 "# Keyspace\r\ndb0:keys=%llu,expires=%llu,avg_ttl=0\r\n",
+                 (long)getpid(), x->srv->port, x->srv->nworkers > 1,
+                 __atomic_load_n(&x->srv->nclients, __ATOMIC_RELAXED), rss_bytes(),
+                 (unsigned long long)st.backing_bytes, (unsigned long long)st.used_bytes,
+                 (unsigned long long)st.requested_bytes, (unsigned long long)st.cached_bytes,
+                 (unsigned long long)st.live_buffers, (unsigned long long)st.views,
+                 (unsigned long long)st.chunks, (unsigned long long)st.allocations,
+                 (unsigned long long)st.remote_releases,
+                 (unsigned long long)__atomic_load_n(&x->srv->protocol_errors, __ATOMIC_RELAXED),
+                 (unsigned long long)keys, (unsigned long long)expires);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return -EOVERFLOW;
+    return kv_reply_bulk(x->out, buf, (size_t)n);
 }
 
 /* ---- keys ---- */
@@ -479,8 +534,8 @@ cmd_mget(struct kv_ctx *x)
 
     kv_store_lock_mask(STORE(x), mask);
     for (int i = 1; i < x->argc && !r; i++) {
-        struct kv_entry *e = kv_store_find_locked(STORE(x), arg_hash(x, i), x->argv[i].p,
-                                                  x->argv[i].len, now_ms(x));
+        struct kv_entry *e =
+            kv_store_find_locked(STORE(x), arg_hash(x, i), x->argv[i].p, x->argv[i].len, now_ms(x));
         r = e ? kv_reply_entry(x->out, e, 0, e->vlen) : kv_reply_null(x->out);
     }
     kv_store_unlock_mask(STORE(x), mask);
@@ -840,25 +895,32 @@ static const struct kv_command commands[] = {
     {"quit", -1, cmd_quit, 0, 0},
     {"command", -1, cmd_command, 0, 0},
     {"config", -2, cmd_config, 0, 0},
+    {"info", -1, cmd_info, 0, 0},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+static size_t
+command_count(void)
+{
+    return NCOMMANDS;
+}
+
 /* Commands by name length, for a lookup that compares few names. */
-static const struct kv_command *by_len[16][8];
+#define BY_LEN_SLOTS 16
+static const struct kv_command *by_len[16][BY_LEN_SLOTS];
 
 void
 kv_commands_init(void)
 {
     memset(by_len, 0, sizeof(by_len));
     for (size_t i = 0; i < NCOMMANDS; i++) {
-        size_t len = strlen(commands[i].name);
-        for (size_t j = 0; j < 8; j++) {
-            if (!by_len[len][j]) {
-                by_len[len][j] = &commands[i];
-                break;
-            }
-        }
+        size_t len = strlen(commands[i].name), j = 0;
+        while (j < BY_LEN_SLOTS && by_len[len][j])
+            j++;
+        if (len >= 16 || j == BY_LEN_SLOTS)
+            abort(); /* the table above outgrew the index: widen it */
+        by_len[len][j] = &commands[i];
     }
 }
 
@@ -868,7 +930,7 @@ kv_command_lookup(const void *name, size_t len)
     const unsigned char *s = name;
     if (len >= 16)
         return NULL;
-    for (size_t j = 0; j < 8 && by_len[len][j]; j++) {
+    for (size_t j = 0; j < BY_LEN_SLOTS && by_len[len][j]; j++) {
         const char *n = by_len[len][j]->name;
         size_t i = 0;
         for (; i < len; i++) {
@@ -899,8 +961,7 @@ int
 kv_command_run(const struct kv_command *cmd, struct kv_ctx *x)
 {
     if ((cmd->arity > 0 && x->argc != cmd->arity) || (x->argc < -cmd->arity))
-        return kv_reply_error(x->out, "ERR wrong number of arguments for '%s' command",
-                              cmd->name);
+        return kv_reply_error(x->out, "ERR wrong number of arguments for '%s' command", cmd->name);
     return cmd->fn(x);
 }
 

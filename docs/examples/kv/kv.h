@@ -18,10 +18,12 @@
 
 #include <nbuf.h>
 
-#define KV_SHARDS 64                  /* store shards (one lock each); a power of two */
-#define KV_INLINE_MAX_DEFAULT 256     /* values shorter than this live inside the entry */
-#define KV_READ_MAX (64u * 1024)      /* most bytes one read_fd offers (the composite's cap) */
-#define KV_COPY_BELOW_DEFAULT (KV_READ_MAX / 4) /* shorter values are copied, longer sliced */
+#define KV_SHARDS 64                      /* store shards (one lock each); a power of two */
+#define KV_INLINE_MAX_DEFAULT 256         /* values shorter than this live inside the entry */
+#define KV_READ_MAX (64u * 1024)          /* most bytes one read_fd offers (the composite's cap) */
+#define KV_READ_BIG (16u * 1024)          /* a read this big suggests more is waiting */
+#define KV_READ_BURST (1u << 20)          /* most bytes read per wakeup */
+#define KV_COPY_BELOW_DEFAULT KV_READ_MAX /* shorter values (and pieces) are copied */
 #define KV_MAX_BULK_DEFAULT (512u * 1024 * 1024)
 #define KV_MAX_QUERY_DEFAULT (1024u * 1024 * 1024)
 #define KV_MAX_CLIENTS_DEFAULT 10000
@@ -34,11 +36,11 @@ struct kv_config {
     const char *bind;
     unsigned port;
     unsigned threads;
-    size_t max_bulk;    /* largest bulk string accepted ($N), like proto-max-bulk-len */
-    size_t max_query;   /* unparsed bytes per client before it is dropped */
+    size_t max_bulk;  /* largest bulk string accepted ($N), like proto-max-bulk-len */
+    size_t max_query; /* unparsed bytes per client before it is dropped */
     unsigned max_clients;
-    size_t copy_below;  /* request values shorter than this are copied */
-    size_t inline_max;  /* copied values shorter than this go inside the entry */
+    size_t copy_below; /* request values shorter than this are copied */
+    size_t inline_max; /* copied values shorter than this go inside the entry */
     bool stats;
 };
 
@@ -58,7 +60,7 @@ struct kv_entry {
     uint32_t hash;         /* low 32 bits of the key hash (bucket index) */
     uint32_t klen;
     uint32_t vlen;
-    uint32_t nseg;         /* KV_TAIL_OWNED | number of buffer segments */
+    uint32_t nseg; /* KV_TAIL_OWNED | number of buffer segments */
     unsigned char data[];
 };
 
@@ -94,6 +96,7 @@ int kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size
 int kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                         int64_t now_ms);
 uint64_t kv_store_size(struct kv_store *s);
+void kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires);
 void kv_store_flush(struct kv_store *s);
 size_t kv_store_sweep(struct kv_store *s, unsigned shard, int64_t now_ms, unsigned budget);
 
@@ -127,11 +130,11 @@ struct resp_span {
 };
 
 enum resp_status {
-    RESP_AGAIN = 0,  /* need more bytes */
-    RESP_COMMAND,    /* a multibulk command: spans in p->args, ends at p->pos */
-    RESP_INLINE,     /* an inline command: line [0, p->line_len), ends at p->pos */
-    RESP_EMPTY,      /* nothing to run (*0, *-1, blank line): consume p->pos */
-    RESP_ERROR,      /* protocol error: p->err holds the message */
+    RESP_AGAIN = 0, /* need more bytes */
+    RESP_COMMAND,   /* a multibulk command: spans in p->args, ends at p->pos */
+    RESP_INLINE,    /* an inline command: line [0, p->line_len), ends at p->pos */
+    RESP_EMPTY,     /* nothing to run (*0, *-1, blank line): consume p->pos */
+    RESP_ERROR,     /* protocol error: p->err holds the message */
 };
 
 /*
@@ -140,14 +143,14 @@ enum resp_status {
  * long command is scanned once, not once per read.
  */
 struct resp_parser {
-    int kind;             /* 0 before the first byte, '*' multibulk, 'i' inline */
-    long long nargs;      /* declared argument count */
-    size_t pos;           /* next byte to look at */
-    long long bulklen;    /* -1 while reading a $ line */
+    int kind;          /* 0 before the first byte, '*' multibulk, 'i' inline */
+    long long nargs;   /* declared argument count */
+    size_t pos;        /* next byte to look at */
+    long long bulklen; /* -1 while reading a $ line */
     struct resp_span *args;
     size_t nparsed;
     size_t cap;
-    size_t line_len;      /* RESP_INLINE: bytes of the line without its ending */
+    size_t line_len; /* RESP_INLINE: bytes of the line without its ending */
     size_t max_bulk;
     char err[KV_PROTO_ERR_MAX];
 };
@@ -183,8 +186,8 @@ struct kv_arg {
     size_t len;
     struct nbuf **segs;
     uint32_t nseg;
-    bool owned;          /* segs[0] is a pooled copy (not a view of a request) */
-    struct nbuf *seg1;   /* storage for the common single segment */
+    bool owned;        /* segs[0] is a pooled copy (not a view of a request) */
+    struct nbuf *seg1; /* storage for the common single segment */
 };
 
 struct kv_server;
@@ -196,7 +199,7 @@ struct kv_ctx {
     int argc;
     struct kv_arg *argv;
     int64_t now_ms;
-    bool close_after;    /* QUIT */
+    bool close_after; /* QUIT */
 };
 
 const struct kv_command *kv_command_lookup(const void *name, size_t len);
@@ -237,10 +240,10 @@ struct kv_server {
     struct kv_store *store;
     struct kv_worker *workers;
     unsigned nworkers;
-    int stop_fd;                  /* eventfd: readable once shutdown begins */
-    unsigned nclients;             /* atomically updated */
-    unsigned port;                /* bound port */
-    uint64_t protocol_errors;     /* counters, atomically updated */
+    int stop_fd;              /* eventfd: readable once shutdown begins */
+    unsigned nclients;        /* atomically updated */
+    unsigned port;            /* bound port */
+    uint64_t protocol_errors; /* counters, atomically updated */
     uint64_t commands;
 };
 

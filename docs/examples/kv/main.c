@@ -19,21 +19,21 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: nbuf-kv [options]\n"
-            "  --bind ADDR         listen address (default 127.0.0.1)\n"
-            "  --port N            TCP port, 0 = ephemeral (default 7379)\n"
-            "  --threads N         event-loop threads (default 1)\n"
-            "  --max-bulk SIZE     largest bulk string (default 512m, at most 1g)\n"
-            "  --max-query SIZE    unparsed bytes per client before it is dropped "
-            "(default 1g)\n"
-            "  --max-clients N     connections (default 10000)\n"
-            "  --copy-below SIZE   copy values shorter than this, slice longer ones\n"
-            "                      (default 16k; 0 = slice every value)\n"
-            "  --inline-max SIZE   copied values shorter than this live in the key's\n"
-            "                      entry (default 256, at most 4096)\n"
-            "  --stats             print pool statistics at exit\n"
-            "SIZE takes a k, m or g suffix. Prints 'nbuf-kv: listening on ADDR:PORT'.\n");
+    fprintf(f, "usage: nbuf-kv [options]\n"
+               "  --bind ADDR         listen address (default 127.0.0.1)\n"
+               "  --port N            TCP port, 0 = ephemeral (default 7379)\n"
+               "  --threads N         event-loop threads (default 1)\n"
+               "  --max-bulk SIZE     largest bulk string (default 512m, at most 1g)\n"
+               "  --max-query SIZE    unparsed bytes per client before it is dropped "
+               "(default 1g)\n"
+               "  --max-clients N     connections (default 10000)\n"
+               "  --copy-below SIZE   copy values (and per-read-buffer pieces of values)\n"
+               "                      shorter than this, keep longer ones as slices of\n"
+               "                      the request buffers (default 64k; 0 = slice all)\n"
+               "  --inline-max SIZE   copied values shorter than this live in the key's\n"
+               "                      entry (default 256, at most 4096)\n"
+               "  --stats             print pool statistics at exit\n"
+               "SIZE takes a k, m or g suffix. Prints 'nbuf-kv: listening on ADDR:PORT'.\n");
 }
 
 static bool
@@ -47,9 +47,21 @@ parse_size(const char *s, size_t *out)
     if (errno || end == s || *s == '-')
         return false;
     switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
+    case 'k':
+    case 'K':
+        v <<= 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v <<= 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v <<= 30;
+        end++;
+        break;
     default: break;
     }
     if (*end == 'b' || *end == 'B')
@@ -63,8 +75,18 @@ parse_size(const char *s, size_t *out)
 static int
 parse_args(int argc, char **argv, struct kv_config *cfg)
 {
-    enum { O_BIND = 1, O_PORT, O_THREADS, O_MAX_BULK, O_MAX_QUERY, O_MAX_CLIENTS,
-           O_COPY_BELOW, O_INLINE_MAX, O_STATS, O_HELP };
+    enum {
+        O_BIND = 1,
+        O_PORT,
+        O_THREADS,
+        O_MAX_BULK,
+        O_MAX_QUERY,
+        O_MAX_CLIENTS,
+        O_COPY_BELOW,
+        O_INLINE_MAX,
+        O_STATS,
+        O_HELP
+    };
     static const struct option opts[] = {
         {"bind", required_argument, NULL, O_BIND},
         {"port", required_argument, NULL, O_PORT},
@@ -84,9 +106,7 @@ parse_args(int argc, char **argv, struct kv_config *cfg)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *a = optarg;
         switch (c) {
-        case O_BIND:
-            cfg->bind = a;
-            break;
+        case O_BIND: cfg->bind = a; break;
         case O_PORT:
             if (!parse_size(a, &v) || v > 65535)
                 goto out_bad;
@@ -118,18 +138,12 @@ parse_args(int argc, char **argv, struct kv_config *cfg)
             if (!parse_size(a, &cfg->inline_max) || cfg->inline_max > 4096)
                 goto out_bad;
             break;
-        case O_STATS:
-            cfg->stats = true;
-            break;
-        case O_HELP:
-            usage(stdout);
-            exit(0);
-        default:
-            usage(stderr);
-            return -EINVAL;
+        case O_STATS: cfg->stats = true; break;
+        case O_HELP: usage(stdout); exit(0);
+        default: usage(stderr); return -EINVAL;
         }
         continue;
-out_bad:
+    out_bad:
         fprintf(stderr, "nbuf-kv: bad value '%s' for --%s\n", a, opts[c - 1].name);
         return -EINVAL;
     }
@@ -193,8 +207,7 @@ main(int argc, char **argv)
     }
     r = kv_server_start(&srv, &cfg, pool);
     if (r) {
-        fprintf(stderr, "nbuf-kv: cannot listen on %s:%u: %s\n", cfg.bind, cfg.port,
-                strerror(-r));
+        fprintf(stderr, "nbuf-kv: cannot listen on %s:%u: %s\n", cfg.bind, cfg.port, strerror(-r));
         nbuf_pool_free(pool);
         return 1;
     }

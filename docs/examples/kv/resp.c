@@ -334,18 +334,14 @@ resp_split_inline(const unsigned char *line, size_t len, unsigned char *out,
                 }
             } else {
                 switch (c) {
-                case ' ': case '\n': case '\r': case '\t': case '\0':
-                    done = true;
-                    break;
-                case '"':
-                    inq = true;
-                    break;
-                case '\'':
-                    insq = true;
-                    break;
-                default:
-                    out[o++] = (unsigned char)c;
-                    break;
+                case ' ':
+                case '\n':
+                case '\r':
+                case '\t':
+                case '\0': done = true; break;
+                case '"': inq = true; break;
+                case '\'': insq = true; break;
+                default: out[o++] = (unsigned char)c; break;
                 }
             }
             if (at(line, len, i))

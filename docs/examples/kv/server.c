@@ -22,8 +22,8 @@
 #include "kv.h"
 
 #define MAX_EVENTS 256
-#define TICK_MS 100          /* epoll timeout and sweep period */
-#define SWEEP_BUCKETS 1024   /* buckets scanned per shard per sweep */
+#define TICK_MS 100        /* epoll timeout and sweep period */
+#define SWEEP_BUCKETS 1024 /* buckets scanned per shard per sweep */
 #define ACCEPT_BATCH 64
 
 int64_t

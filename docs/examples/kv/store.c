@@ -263,8 +263,7 @@ unlink_free_locked(struct kv_shard *sh, struct kv_entry **link, struct kv_entry 
 /* The link that points at the live entry for key, or at the chain's NULL
  * end; expired entries met on the way are removed. */
 static struct kv_entry **
-find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen,
-                 int64_t now_ms)
+find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen, int64_t now_ms)
 {
     struct kv_entry **link = &sh->buckets[h32 & sh->mask];
     struct kv_entry *e;
@@ -322,8 +321,7 @@ kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
 }
 
 int
-kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
-                    int64_t now_ms)
+kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen, int64_t now_ms)
 {
     struct kv_shard *sh = &s->shards[kv_shard_of(hash)];
     struct kv_entry **link = find_link_locked(sh, (uint32_t)hash, key, klen, now_ms);
@@ -344,6 +342,18 @@ kv_store_size(struct kv_store *s)
         n += s->shards[i].count;
     kv_store_unlock_mask(s, ~0ull);
     return n;
+}
+
+void
+kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires)
+{
+    *keys = *expires = 0;
+    kv_store_lock_mask(s, ~0ull);
+    for (unsigned i = 0; i < KV_SHARDS; i++) {
+        *keys += s->shards[i].count;
+        *expires += s->shards[i].nexpires;
+    }
+    kv_store_unlock_mask(s, ~0ull);
 }
 
 static void

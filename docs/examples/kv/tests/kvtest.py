@@ -131,9 +131,6 @@ class Conn:
         chunk = self.sock.recv(1 << 20)
         if not chunk:
             raise EOFError("connection closed by the server")
-        if self.pos > (1 << 20):
-            del self.buf[:self.pos]
-            self.pos = 0
         self.buf += chunk
 
     def _line(self):
@@ -171,6 +168,9 @@ class Conn:
         raise AssertionError(f"bad reply type {bytes(self.buf[start:start + 40])!r}")
 
     def read_reply(self):
+        if self.pos > (1 << 20):  # compact between replies only
+            del self.buf[:self.pos]
+            self.pos = 0
         end = self._reply_end(self.pos)
         out = bytes(self.buf[self.pos:end])
         self.pos = end

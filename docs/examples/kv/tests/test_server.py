@@ -11,7 +11,9 @@ import random
 import socket
 import sys
 import time
+import traceback
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kvtest import Checker, Conn, encode, log, start_kv  # noqa: E402
 
@@ -194,6 +196,7 @@ def main():
             basics(s.port, " ".join(args) or "defaults")
             protocol_errors(s.port)
         except (OSError, EOFError, AssertionError) as e:
+            traceback.print_exc()
             ck.true("no exception", False, repr(e))
         finally:
             ck.eq(f"exit status ({' '.join(args)})", s.stop(), 0)
