@@ -93,6 +93,17 @@ fz_fail(const char *file, int line, const char *expr)
             fz_fail(__FILE__, __LINE__, #e);                                                       \
     } while (0)
 
+/* Equality with both values in the report. */
+#define FZ_CHECK_EQ(a, b)                                                                          \
+    do {                                                                                           \
+        long long fz_a_ = (long long)(a), fz_b_ = (long long)(b);                                  \
+        if (fz_a_ != fz_b_) {                                                                      \
+            fprintf(stderr, "%s:%d: %s = %lld, expected %s = %lld\n", __FILE__, __LINE__, #a,      \
+                    fz_a_, #b, fz_b_);                                                             \
+            fz_fail(__FILE__, __LINE__, #a " == " #b);                                             \
+        }                                                                                          \
+    } while (0)
+
 /*
  * The pattern: byte @i of pattern @seed is a byte of a fixed random table of
  * prime length, from an offset chosen by @seed, so every position differs

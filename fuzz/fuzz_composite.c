@@ -376,8 +376,7 @@ op_add(struct model *m, struct fz *f, int k)
         }
         FZ_CHECK(ret == 0);
         for (int j = 0; j < n; j++)
-            flat_append(fl, s->bytes + ((uint8_t *)iov[j].iov_base - base), iov[j].iov_len,
-                        false);
+            flat_append(fl, s->bytes + ((uint8_t *)iov[j].iov_base - base), iov[j].iov_len, false);
         break;
     }
     }
@@ -464,16 +463,19 @@ typed_take(struct nbuf_composite *c, bool get, size_t i, unsigned w, bool le, ui
     switch (w) {
     case 1: ret = get ? nbuf_composite_get_u8(c, i, &v8) : nbuf_composite_read_u8(c, &v8); break;
     case 2:
-        ret = get ? (le ? nbuf_composite_get_u16_le(c, i, &v16) : nbuf_composite_get_u16(c, i, &v16))
-                  : (le ? nbuf_composite_read_u16_le(c, &v16) : nbuf_composite_read_u16(c, &v16));
+        ret =
+            get ? (le ? nbuf_composite_get_u16_le(c, i, &v16) : nbuf_composite_get_u16(c, i, &v16))
+                : (le ? nbuf_composite_read_u16_le(c, &v16) : nbuf_composite_read_u16(c, &v16));
         break;
     case 4:
-        ret = get ? (le ? nbuf_composite_get_u32_le(c, i, &v32) : nbuf_composite_get_u32(c, i, &v32))
-                  : (le ? nbuf_composite_read_u32_le(c, &v32) : nbuf_composite_read_u32(c, &v32));
+        ret =
+            get ? (le ? nbuf_composite_get_u32_le(c, i, &v32) : nbuf_composite_get_u32(c, i, &v32))
+                : (le ? nbuf_composite_read_u32_le(c, &v32) : nbuf_composite_read_u32(c, &v32));
         break;
     default:
-        ret = get ? (le ? nbuf_composite_get_u64_le(c, i, &v64) : nbuf_composite_get_u64(c, i, &v64))
-                  : (le ? nbuf_composite_read_u64_le(c, &v64) : nbuf_composite_read_u64(c, &v64));
+        ret =
+            get ? (le ? nbuf_composite_get_u64_le(c, i, &v64) : nbuf_composite_get_u64(c, i, &v64))
+                : (le ? nbuf_composite_read_u64_le(c, &v64) : nbuf_composite_read_u64(c, &v64));
         break;
     }
     *out = w == 1 ? v8 : w == 2 ? v16 : w == 4 ? v32 : v64;

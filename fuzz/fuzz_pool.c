@@ -93,16 +93,15 @@ check_ent(struct model *m, const struct ent *e)
     FZ_CHECK(nbuf_capacity(e->b) >= e->len);
     const uint8_t *d = nbuf_data(e->b);
     FZ_CHECK(d != NULL);
-    FZ_CHECK(fz_pat_bad(d, e->len - e->reader, r->seed, r->poff + e->off + e->reader) ==
-             SIZE_MAX);
+    FZ_CHECK(fz_pat_bad(d, e->len - e->reader, r->seed, r->poff + e->off + e->reader) == SIZE_MAX);
     unsigned want = e->view ? e->refs : r->holders;
     FZ_CHECK(nbuf_refcnt(e->b) == want);
 }
 
 /* A new root entry around a freshly allocated @b of @requested bytes. */
 static void
-adopt_root(struct model *m, int slot, struct nbuf *b, size_t requested, uint64_t seed,
-           size_t poff, size_t written)
+adopt_root(struct model *m, int slot, struct nbuf *b, size_t requested, uint64_t seed, size_t poff,
+           size_t written)
 {
     int ri = free_root(m);
     FZ_CHECK(ri >= 0);
@@ -307,9 +306,13 @@ op_view(struct model *m, struct fz *f)
     }
     FZ_CHECK(v != NULL);
     FZ_CHECK(nbuf_capacity(v) == len && nbuf_max_capacity(v) == len);
-    m->e[slot] = (struct ent){
-        .b = v, .root = e->root, .view = true, .refs = 1, .off = e->off + off, .len = len,
-        .reader = reader};
+    m->e[slot] = (struct ent){.b = v,
+                              .root = e->root,
+                              .view = true,
+                              .refs = 1,
+                              .off = e->off + off,
+                              .len = len,
+                              .reader = reader};
     m->r[e->root].holders++;
     m->views++;
     check_ent(m, &m->e[slot]);

@@ -167,6 +167,24 @@ def comp_ops():
     return seqs
 
 
+# Hand-made reproducers of bugs the fuzzers found (the files they wrote are
+# kept too, as regress-* without a generator).
+def regress():
+    out = {}
+    # fuzz_buf: a pair whose last owner had views went back to the thread
+    # cache still marked as viewed; reallocated and retained, it refused to
+    # grow (-ENOBUFS). alloc, duplicate, release both, alloc again, retain,
+    # write 5000 bytes.
+    s = u8(0x00) + u8(1)
+    s += buf_op(0) + u8(0x00) + u16(100) + u16(0)
+    s += buf_op(4) + u8(2) + u32(0) + u32(0)
+    s += buf_op(7, 1) + buf_op(7, 0)
+    s += buf_op(0) + u8(0x00) + u16(100) + u16(0)
+    s += buf_op(6) + buf_op(8) + u8(255) + u16(5000)
+    out[("fuzz_buf", "recycled-pair-keeps-view-mark")] = s
+    return out
+
+
 def main():
     for name, data in pool_ops().items():
         write("fuzz_pool", name, data)
@@ -174,6 +192,9 @@ def main():
         write("fuzz_buf", name, data)
     for name, data in comp_ops().items():
         write("fuzz_composite", name, data)
+    for (target, name), data in regress().items():
+        with open(os.path.join(ROOT, target, "regress-" + name), "wb") as f:
+            f.write(data)
     return 0
 
 

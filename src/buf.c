@@ -197,6 +197,8 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
             b->reader = 0;
             b->writer = 0;
             b->requested = capacity;
+            /* A fresh buffer has had no views (the last owner may have). */
+            atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
             atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
             NBUF_ASAN_UNPOISON(b->mem, b->capacity);
             NBUF_STAT_ADD(bin->nalloc, 1);

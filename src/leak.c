@@ -103,12 +103,61 @@ out_reg:
     return -ENOMEM;
 }
 
-/* A header leaving the quarantine: drop its history, back to its cache. */
+/* ---- history records ---- */
+
+#define EXT_PER_BLOCK 64
+
+struct ext_block {
+    struct ext_block *next;
+    struct nbuf_header_ext recs[EXT_PER_BLOCK];
+};
+
+static struct nbuf_header_ext *
+ext_alloc_locked(struct nbuf_leak_registry *reg)
+{
+    if (!reg->free_ext) {
+        struct ext_block *blk = malloc(sizeof(*blk));
+        if (!blk)
+            return NULL;
+        blk->next = reg->ext_blocks;
+        reg->ext_blocks = blk;
+        for (unsigned i = 0; i < EXT_PER_BLOCK; i++) {
+            blk->recs[i].next = reg->free_ext;
+            reg->free_ext = &blk->recs[i];
+        }
+    }
+    struct nbuf_header_ext *e = reg->free_ext;
+    reg->free_ext = e->next;
+    memset(e, 0, sizeof(*e));
+    return e;
+}
+
+static void
+ext_free_locked(struct nbuf_leak_registry *reg, struct nbuf_header_ext *e)
+{
+    e->next = reg->free_ext;
+    e->prev = NULL;
+    e->buf = NULL;
+    reg->free_ext = e;
+}
+
+/* Detach and recycle @h's record (if any); takes the lock. */
+static void
+ext_drop(struct nbuf_leak_registry *reg, struct nbuf *h)
+{
+    if (!h->ext)
+        return;
+    pthread_mutex_lock(&reg->lock);
+    ext_free_locked(reg, h->ext);
+    pthread_mutex_unlock(&reg->lock);
+    h->ext = NULL;
+}
+
+/* A header leaving the quarantine (its record is recycled already): back to
+ * its cache. */
 static void
 header_evict(struct nbuf *h)
 {
-    free(h->ext);
-    h->ext = NULL;
     h->flags = 0;
     if (h->pool)
         nbuf_header_free_(h);
@@ -126,15 +175,16 @@ nbuf_debug_pool_fini_(struct nbuf_pool *p)
      * calloc'd one by one. */
     for (uint32_t i = 0; i < reg->qcount; i++) {
         struct nbuf *h = reg->quarantine[(reg->qhead + i) % reg->qcap];
-        free(h->ext);
+        h->ext = NULL;
         if (p->cfg.flags & NBUF_POOL_BYPASS)
             free(h);
     }
-    /* Nothing is live when a pool is freed; free stray records anyway. */
-    for (struct nbuf_header_ext *e = reg->live, *next; e; e = next) {
-        next = e->next;
+    /* Nothing is live when a pool is freed; detach stray records anyway. */
+    for (struct nbuf_header_ext *e = reg->live; e; e = e->next)
         e->buf->ext = NULL;
-        free(e);
+    for (struct ext_block *blk = reg->ext_blocks, *next; blk; blk = next) {
+        next = blk->next;
+        free(blk);
     }
     free(reg->quarantine);
     pthread_mutex_destroy(&reg->lock);
@@ -166,16 +216,21 @@ nbuf_leak_track_(struct nbuf_pool *p, struct nbuf *b)
     struct nbuf_leak_registry *reg = p->leaks;
     if (!reg->checked && (reg->mode == LEAK_OFF || (reg->mode == LEAK_SAMPLE && !sample_this())))
         return;
-    struct nbuf_header_ext *e = calloc(1, sizeof(*e));
-    if (!e)
+    void *pc[NBUF_BT_DEPTH];
+    int depth = backtrace(pc, NBUF_BT_DEPTH); /* outside the lock: it is slow */
+    pthread_mutex_lock(&reg->lock);
+    struct nbuf_header_ext *e = ext_alloc_locked(reg);
+    if (!e) {
+        pthread_mutex_unlock(&reg->lock);
         return; /* tracking is best effort */
-    e->alloc_depth = (uint32_t)backtrace(e->alloc_pc, NBUF_BT_DEPTH);
+    }
+    e->alloc_depth = depth > 0 ? (uint32_t)depth : 0;
+    memcpy(e->alloc_pc, pc, e->alloc_depth * sizeof(void *));
     e->buf = b;
     e->capacity = b->capacity;
     e->requested = b->kind <= NBUF_KIND_BYPASS ? b->requested : b->capacity;
     e->kind = b->kind;
     e->live = true;
-    pthread_mutex_lock(&reg->lock);
     e->serial = ++reg->serial;
     e->next = reg->live;
     if (e->next)
@@ -215,10 +270,14 @@ nbuf_leak_untrack_(struct nbuf *b)
     struct nbuf_header_ext *e = b->ext;
     struct nbuf_leak_registry *reg = b->pool->leaks;
     bool keep = reg->checked && (b->flags & NBUF_F_CHECKED);
+    void *pc[NBUF_BT_DEPTH];
+    int depth = 0;
+    if (e->live && (keep || reg->mode == LEAK_FULL))
+        depth = backtrace(pc, NBUF_BT_DEPTH);
+    pthread_mutex_lock(&reg->lock);
     if (e->live) {
-        if (keep || reg->mode == LEAK_FULL)
-            e->free_depth = (uint32_t)backtrace(e->free_pc, NBUF_BT_DEPTH);
-        pthread_mutex_lock(&reg->lock);
+        e->free_depth = depth > 0 ? (uint32_t)depth : 0;
+        memcpy(e->free_pc, pc, e->free_depth * sizeof(void *));
         if (e->prev)
             e->prev->next = e->next;
         else
@@ -228,14 +287,14 @@ nbuf_leak_untrack_(struct nbuf *b)
         e->next = e->prev = NULL;
         e->live = false;
         reg->nlive--;
-        pthread_mutex_unlock(&reg->lock);
     }
-    b->flags &= (uint8_t)~NBUF_F_TRACKED;
     /* Checked mode keeps the history with the quarantined header. */
-    if (!keep) {
+    if (!keep)
+        ext_free_locked(reg, e);
+    pthread_mutex_unlock(&reg->lock);
+    b->flags &= (uint8_t)~NBUF_F_TRACKED;
+    if (!keep)
         b->ext = NULL;
-        free(e);
-    }
 }
 
 /* ---- quarantine ---- */
@@ -245,9 +304,11 @@ nbuf_quarantine_push_(struct nbuf *h)
 {
     struct nbuf_leak_registry *reg = h->pool ? h->pool->leaks : NULL;
     struct nbuf *evict = h;
-    if (reg && reg->qcap) {
+    if (reg) {
         pthread_mutex_lock(&reg->lock);
-        if (reg->qcount == reg->qcap) {
+        if (reg->qcap == 0) {
+            /* No quarantine: straight back. */
+        } else if (reg->qcount == reg->qcap) {
             evict = reg->quarantine[reg->qhead];
             reg->quarantine[reg->qhead] = h;
             reg->qhead = (reg->qhead + 1) % reg->qcap;
@@ -255,6 +316,10 @@ nbuf_quarantine_push_(struct nbuf *h)
             reg->quarantine[(reg->qhead + reg->qcount) % reg->qcap] = h;
             reg->qcount++;
             evict = NULL;
+        }
+        if (evict && evict->ext) {
+            ext_free_locked(reg, evict->ext);
+            evict->ext = NULL;
         }
         pthread_mutex_unlock(&reg->lock);
     }
@@ -268,8 +333,7 @@ nbuf_quarantine_swap_(struct nbuf *b)
     struct nbuf *h = nbuf_header_alloc_(b->pool);
     if (!h) {
         /* No header to spare: recycle b itself, without its history. */
-        free(b->ext);
-        b->ext = NULL;
+        ext_drop(b->pool->leaks, b);
         return b;
     }
     h->mem = b->mem;

@@ -223,6 +223,11 @@ struct nbuf_leak_registry {
     uint64_t serial;
     struct nbuf **quarantine; /* ring of qcap */
     uint32_t qcap, qhead, qcount;
+    /* History records are recycled (no malloc per buffer in steady state,
+     * so fork and sanitizers see few allocator calls): a free list linked
+     * through next, carved from blocks freed with the registry. */
+    struct nbuf_header_ext *free_ext;
+    void *ext_blocks;
 };
 
 /* ---- arenas ---------------------------------------------------------- */

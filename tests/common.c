@@ -4,12 +4,13 @@
 #include <pthread.h>
 
 /*
- * Test-only overrides, so that the whole suite can re-run in other pool
- * shapes (.ci/run): NBUF_TEST_ARENAS=n gives every pool a test makes n
- * arenas; NBUF_TEST_CHUNK_SIZE=bytes shrinks every larger chunk size to it
- * (but keeps at least 8 pages per chunk). Unset, configs stay as written.
- * The library's own NBUF_* variables (NBUF_NO_CACHE, NBUF_BYPASS, ...) need
- * no help: they apply to every pool.
+ * Test-only overrides, so that the suite can re-run in other pool shapes
+ * (.ci/run): NBUF_TEST_ARENAS=n gives n arenas to every pool a test makes
+ * with the default arena count (0); NBUF_TEST_CHUNK_SIZE=bytes ("64k") is
+ * the chunk size of every pool made with the default chunk size (kept at 8
+ * pages or more). Tests that ask for a layout keep it: they check figures
+ * that follow from it. The library's NBUF_* flag variables (NBUF_NO_CACHE,
+ * NBUF_BYPASS, ...) need no help: they apply to every pool.
  */
 static const struct nbuf_pool_config *
 test_overrides(const struct nbuf_pool_config *cfg, struct nbuf_pool_config *tmp)
@@ -18,23 +19,19 @@ test_overrides(const struct nbuf_pool_config *cfg, struct nbuf_pool_config *tmp)
     const char *chunk = getenv("NBUF_TEST_CHUNK_SIZE");
     if (!(arenas && *arenas) && !(chunk && *chunk))
         return cfg;
-    if (cfg)
-        *tmp = *cfg;
-    else
-        nbuf_pool_config_init(tmp);
-    if (arenas && *arenas)
+    struct nbuf_pool_config def;
+    nbuf_pool_config_init(&def);
+    *tmp = cfg ? *cfg : def;
+    if (arenas && *arenas && tmp->arenas == 0)
         tmp->arenas = (unsigned)strtoul(arenas, NULL, 0);
-    if (chunk && *chunk) {
+    if (chunk && *chunk && tmp->chunk_size == def.chunk_size) {
         char *end;
         size_t size = strtoull(chunk, &end, 0);
         if (*end == 'k' || *end == 'K')
             size <<= 10;
         else if (*end == 'm' || *end == 'M')
             size <<= 20;
-        if (size < 8 * tmp->page_size)
-            size = 8 * tmp->page_size;
-        if (size < tmp->chunk_size)
-            tmp->chunk_size = size;
+        tmp->chunk_size = size > 8 * tmp->page_size ? size : 8 * tmp->page_size;
     }
     return tmp;
 }

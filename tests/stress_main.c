@@ -22,7 +22,7 @@ static _Atomic unsigned failures;
     do {                                                                                           \
         if (!(e)) {                                                                                \
             if (atomic_fetch_add(&failures, 1) < 10)                                               \
-                fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #e);             \
+                fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #e);              \
         }                                                                                          \
     } while (0)
 

@@ -28,7 +28,10 @@ NGINX_EXTRA=${NGINX_EXTRA:-}
 FILES=${FILES:-1k 1m}
 
 for t in wrk nginx python3; do
-    command -v "$t" >/dev/null || { echo "bench.sh: $t is not installed" >&2; exit 77; }
+    command -v "$t" >/dev/null || {
+        echo "bench.sh: $t is not installed" >&2
+        exit 77
+    }
 done
 [ -x "$NH" ] || { echo "bench.sh: no nbuf-http at $NH" >&2; exit 2; }
 
@@ -43,7 +46,8 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 wait_port() { # port
@@ -95,6 +99,7 @@ NGX_PID=$!
 PIDS+=("$NGX_PID")
 wait_port "$NGX_PORT"
 
+# shellcheck disable=SC2086 # NH_ARGS is a list of options
 "$NH" --root "$WORK/root" --port 0 --threads "$WORKERS" $NH_ARGS >"$WORK/nh.out" &
 NH_PID=$!
 PIDS+=("$NH_PID")
@@ -163,16 +168,24 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, $(sed -n 's/^model name[^
     "wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $WORKERS worker(s) each, median of $REPS;" \
     "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| file  | nginx req/s | nbuf-http req/s | nbuf-http / nginx | nginx CPU µs/req | nbuf-http CPU µs/req |"
-echo "|-------|------------:|----------------:|------------------:|-----------------:|---------------------:|"
+printf '| file  | nginx req/s | nbuf-http req/s | ratio of medians | median of ratios |'
+printf ' nginx CPU µs/req | nbuf-http CPU µs/req |\n'
+printf '|-------|------------:|----------------:|-----------------:|-----------------:|'
+printf '%s\n' '-----------------:|---------------------:|'
 for f in $FILES; do
     a=$(median "$WORK/nginx.$f" 1)
     b=$(median "$WORK/nbuf-http.$f" 1)
     ca=$(median "$WORK/nginx.$f" 2)
     cb=$(median "$WORK/nbuf-http.$f" 2)
-    awk -v f="$f" -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" 'BEGIN {
+    # Each rep ran the two servers back to back: their ratio is less
+    # exposed to the machine's drift than either figure.
+    paste "$WORK/nginx.$f" "$WORK/nbuf-http.$f" | awk '{ printf "%.4f\n", $3 / $1 }' \
+        >"$WORK/ratio.$f"
+    r=$(median "$WORK/ratio.$f" 1)
+    awk -v f="$f" -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" -v r="$r" 'BEGIN {
         size = f == "1k" ? "1 KiB" : f == "1m" ? "1 MiB" : f
-        printf "| %-5s | %11d | %15d | %17.2f | %16.2f | %20.2f |\n", size, a, b, b / a, ca, cb }'
+        printf "| %-5s | %11d | %15d | %16.2f | %16.2f | %16.2f | %20.2f |\n",
+            size, a, b, b / a, r, ca, cb }'
 done
 
 kill -TERM "$NH_PID"

@@ -444,9 +444,12 @@ http_conn_on_event(struct http_conn *c, uint32_t events)
         return;
     }
     /* While responses are queued only EPOLLOUT is watched; EPOLLERR and
-     * EPOLLHUP come regardless and make the flush fail. Otherwise read. */
+     * EPOLLHUP come regardless and make the flush fail. Otherwise read,
+     * unless a deep pipeline is already waiting to be served: a client
+     * that sends faster than it is served then meets TCP flow control. */
     if (!nbuf_composite_readable(c->out) && !c->peer_eof &&
-        (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+        nbuf_composite_readable(c->in) < c->w->srv->cfg->header_max + HTTP_READ_AHEAD) {
         if (conn_read(c) < 0) {
             http_conn_free(c);
             return;

@@ -27,12 +27,13 @@
     2000 /* lingering close: discard input until                                                   \
             the peer's FIN, at most this long */
 #define HTTP_MAX_CONNS_DEFAULT 10000
-#define HTTP_PIPELINE_BATCH 32   /* responses queued before a flush */
-#define HTTP_EVENT_BUDGET 256    /* requests per connection per wakeup */
-#define HTTP_HEAD_MAX 1024       /* room for one response header block */
-#define HTTP_MAX_HEADERS 64      /* header fields per request, else 431 */
-#define HTTP_FILE_CACHE_MS 1000  /* an open file is reused this long */
-#define HTTP_FILE_CACHE_SIZE 256 /* open files cached per worker */
+#define HTTP_READ_AHEAD (64u * 1024) /* unserved input beyond one header */
+#define HTTP_PIPELINE_BATCH 32       /* responses queued before a flush */
+#define HTTP_EVENT_BUDGET 256        /* requests per connection per wakeup */
+#define HTTP_HEAD_MAX 1024           /* room for one response header block */
+#define HTTP_MAX_HEADERS 64          /* header fields per request, else 431 */
+#define HTTP_FILE_CACHE_MS 1000      /* an open file is reused this long */
+#define HTTP_FILE_CACHE_SIZE 256     /* open files cached per worker */
 
 /* Command-line configuration, filled by main.c and read-only afterwards. */
 struct http_config {

@@ -383,6 +383,7 @@ client_flush(struct kv_client *cl)
 int
 kv_client_on_event(struct kv_client *cl, uint32_t events)
 {
+    bool eof = false;
     int r;
 
     if (events & EPOLLERR)
@@ -395,17 +396,21 @@ kv_client_on_event(struct kv_client *cl, uint32_t events)
          * to save the epoll round trips between 64 KiB reads. */
         do {
             n = nbuf_composite_read_fd(cl->in, cl->fd, KV_READ_MAX);
-            if (n == 0)
-                return -ECONNRESET; /* the peer is gone: so are its replies */
+            if (n == 0) {
+                if (!total)
+                    return -ECONNRESET; /* the peer is gone: so are its replies */
+                eof = true;             /* run what came before the end, as Redis does */
+                break;
+            }
             if (n < 0 && n != -EAGAIN)
                 return (int)n;
             total += n > 0 ? (size_t)n : 0;
         } while (n >= (ssize_t)KV_READ_BIG && total < KV_READ_BURST);
         cl->w->now_ms = kv_now_ms();
     }
-    if ((r = client_process(cl)))
+    if ((r = client_process(cl)) || (r = client_flush(cl)))
         return r;
-    return client_flush(cl);
+    return eof ? -ECONNRESET : 0;
 }
 
 struct kv_client *

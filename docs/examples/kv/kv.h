@@ -4,7 +4,8 @@
  *
  * Shared types and prototypes, by file: config (main.c), the store
  * (store.c), the request parser (resp.c), replies (reply.c), commands
- * (commands.c), connections (client.c) and the event loops (server.c).
+ * (commands.c: table, dispatch, server commands; strings.c: the string
+ * commands), connections (client.c) and the event loops (server.c).
  */
 #ifndef NBUF_KV_H
 #define NBUF_KV_H
@@ -207,6 +208,29 @@ bool kv_command_is_value(const struct kv_command *cmd, int argc, int i);
 int kv_command_run(const struct kv_command *cmd, struct kv_ctx *x);
 int kv_command_unknown(struct kv_ctx *x);
 void kv_commands_init(void);
+int kv_reply_syntax(struct kv_ctx *x);
+int kv_reply_not_int(struct kv_ctx *x);
+bool kv_arg_is(const struct kv_arg *a, const char *lit);
+bool kv_arg_ll(const struct kv_ctx *x, int i, long long *v);
+uint64_t kv_arg_hash(const struct kv_ctx *x, int i);
+
+/* ---- strings.c ---------------------------------------------------------- */
+
+int kv_cmd_get(struct kv_ctx *x);
+int kv_cmd_set(struct kv_ctx *x);
+int kv_cmd_del(struct kv_ctx *x);
+int kv_cmd_exists(struct kv_ctx *x);
+int kv_cmd_mset(struct kv_ctx *x);
+int kv_cmd_mget(struct kv_ctx *x);
+int kv_cmd_strlen(struct kv_ctx *x);
+int kv_cmd_ttl(struct kv_ctx *x);
+int kv_cmd_pttl(struct kv_ctx *x);
+int kv_cmd_getrange(struct kv_ctx *x);
+int kv_cmd_incr(struct kv_ctx *x);
+int kv_cmd_decr(struct kv_ctx *x);
+int kv_cmd_incrby(struct kv_ctx *x);
+int kv_cmd_decrby(struct kv_ctx *x);
+int kv_cmd_append(struct kv_ctx *x);
 
 /* ---- client.c ----------------------------------------------------------- */
 

@@ -333,27 +333,26 @@ kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
     return 1;
 }
 
+/* Shard by shard (one lock at a time): under concurrent writes the sum is
+ * a moment's approximation, as for any size read while others write. */
 uint64_t
 kv_store_size(struct kv_store *s)
 {
-    uint64_t n = 0;
-    kv_store_lock_mask(s, ~0ull);
-    for (unsigned i = 0; i < KV_SHARDS; i++)
-        n += s->shards[i].count;
-    kv_store_unlock_mask(s, ~0ull);
-    return n;
+    uint64_t keys, expires;
+    kv_store_counts(s, &keys, &expires);
+    return keys;
 }
 
 void
 kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires)
 {
     *keys = *expires = 0;
-    kv_store_lock_mask(s, ~0ull);
     for (unsigned i = 0; i < KV_SHARDS; i++) {
+        kv_store_lock(s, i);
         *keys += s->shards[i].count;
         *expires += s->shards[i].nexpires;
+        kv_store_unlock(s, i);
     }
-    kv_store_unlock_mask(s, ~0ull);
 }
 
 static void
@@ -373,13 +372,16 @@ shard_clear_locked(struct kv_shard *sh)
     shard_maybe_shrink_locked(sh);
 }
 
+/* Shard by shard, so other threads wait for one shard at most (a write that
+ * lands in a shard already cleared survives, as if it came after). */
 void
 kv_store_flush(struct kv_store *s)
 {
-    kv_store_lock_mask(s, ~0ull);
-    for (unsigned i = 0; i < KV_SHARDS; i++)
+    for (unsigned i = 0; i < KV_SHARDS; i++) {
+        kv_store_lock(s, i);
         shard_clear_locked(&s->shards[i]);
-    kv_store_unlock_mask(s, ~0ull);
+        kv_store_unlock(s, i);
+    }
 }
 
 /* Scan up to budget buckets of one shard from where the last sweep stopped

@@ -9,6 +9,7 @@ usage: test_keepalive.py path/to/nbuf-http [server options]"""
 
 import socket
 import sys
+import threading
 import time
 
 from httptest import Conn, Root, Server, check, curl, log, raw_exchange, run, skip_unless
@@ -48,6 +49,22 @@ def test_pipelining(srv):
     c.send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n" * n)
     got = [c.response().body for _ in range(n)]
     check(got == [b"AAAA\n"] * n, f"{n} pipelined requests in one go")
+    c.close()
+
+    # A flood: 20000 requests sent by a thread while this one reads. The
+    # server reads ahead only so far, then lets TCP flow control hold the
+    # sender, and serves them all in order.
+    n = 20000
+    c = Conn(srv.port, timeout=60)
+    sender = threading.Thread(
+        target=c.send, args=("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n" * (n - 1) +
+                             "GET /b.txt HTTP/1.1\r\nHost: x\r\n\r\n",))
+    sender.start()
+    ok = all(c.response().body == b"AAAA\n" for _ in range(n - 1))
+    last = c.response().body
+    sender.join(60)
+    check(ok and last == b"BBBBBBBB\n" and not sender.is_alive(),
+          f"{n} requests flooded while reading: all answered in order")
     c.close()
 
     # A large file between small ones: ordering across file regions.

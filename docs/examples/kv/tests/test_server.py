@@ -103,6 +103,15 @@ def basics(port, tag):
         time.sleep(0.05)
     ck.eq(t + " swept", c.cmd("DBSIZE"), b":0\r\n")
 
+    # A batch followed by a half-close: every command still runs and answers.
+    h = Conn(port)
+    h.send(b"".join(encode("SET", f"h{i}", "x" * 100) for i in range(2000)) + encode("DBSIZE"))
+    h.sock.shutdown(socket.SHUT_WR)
+    rest = h.expect_eof()
+    ck.true(t + " half-close", rest.count(b"+OK\r\n") == 2000 and rest.endswith(b":2000\r\n"),
+            repr(rest[-20:]))
+    h.close()
+
     ck.eq(t + " quit", c.cmd("QUIT"), b"+OK\r\n")
     ck.eq(t + " quit closes", c.expect_eof(), b"")
     c.close()
