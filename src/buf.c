@@ -146,6 +146,11 @@ alloc_slow(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned f
         b->slow = 1;
         b->tid = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc->id : 0;
     }
+    /* A custom growth bound must not reach the cache: the allocation fast
+     * path trusts cached pairs to carry the pool's max_buffer_size, and the
+     * slow release puts it back. */
+    if (max_capacity != p->cfg.max_buffer_size)
+        b->slow = 1;
     if (b->capacity > max_capacity) {
         /* Hide the class slack (poisoned: an overread is reported); the
          * slow release restores the class size. */

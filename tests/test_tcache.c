@@ -536,3 +536,22 @@ Test(tcache, zero_size_request_in_slow_pool)
     }
     t_pool_done(p);
 }
+
+/* A custom growth bound never reaches the cache: the allocation fast path
+ * trusts cached pairs to carry the pool's max_buffer_size (found by
+ * fuzz_pool, corpus file regress-alloc-ex-max-capacity-reaches-cache). */
+Test(tcache, alloc_ex_bound_does_not_reach_cache)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    for (int i = 0; i < 4; i++) {
+        struct nbuf *b = nbuf_alloc_ex(p, 100, 200, 0);
+        cr_assert_not_null(b);
+        cr_assert_eq(nbuf_max_capacity(b), 200);
+        cr_assert_eq(nbuf_release(b), 1);
+        struct nbuf *c = nbuf_alloc(p, 100);
+        cr_assert_not_null(c);
+        cr_assert_eq(nbuf_max_capacity(c), p->cfg.max_buffer_size);
+        cr_assert_eq(nbuf_release(c), 1);
+    }
+    t_pool_done(p);
+}
