@@ -366,6 +366,12 @@ op_add(struct model *m, struct fz *f, int k)
         if (fl->len + total > MAX_TOTAL)
             return;
         ret = nbuf_composite_add_iov(c, s->b, iov, n);
+        if (bad && ret == -ENOMEM) {
+            /* An injected allocation failure on an earlier piece can come
+             * first: all or nothing either way. */
+            check_enomem(m, ret);
+            return;
+        }
         if (bad) {
             FZ_CHECK(ret == -EINVAL);
             return;
