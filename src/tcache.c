@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Thread caches: per thread and pool, a bounded LIFO list of ready pairs
- * (header with memory) per size class, so that the fast paths in buf.c are a pop and
- * a push. Misses fill half a bin from the bound arena in one lock round;
- * overflows flush the coldest half to the home arenas' stashes. A GC pass
- * (every 4096 fast releases of a class) moves half of each bin that served no
- * allocation since the last pass to the arena stashes. Caches are flushed at thread exit (pthread key destructor); a
- * thread that is exiting, or that releases after its cache is gone, uses the
- * arenas directly.
+ * (header with memory) per size class, so that the fast paths in buf.c are a
+ * pop and a push. Misses fill half a bin from the bound arena in one lock
+ * round; overflows flush the coldest half to the home arenas' stashes. A GC
+ * pass (every 4096 fast releases of a class) moves half of each bin that
+ * served no allocation since the last pass to the arena stashes. Caches are
+ * flushed at thread exit (pthread key destructor); a thread that is exiting,
+ * or that releases after its cache is gone, uses the arenas directly.
  */
 #include "internal.h"
 
