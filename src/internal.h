@@ -119,6 +119,7 @@ bool nbuf_subpage_check_(const struct nbuf_subpage *s);
 
 /* ---- arena.c ---- */
 int nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index);
+/* Frees header blocks; call only after nbuf_arena_trim_(_, 0) on every arena. */
 void nbuf_arena_fini_(struct nbuf_arena *a);
 void nbuf_arena_lock_(struct nbuf_arena *a);
 void nbuf_arena_unlock_(struct nbuf_arena *a);

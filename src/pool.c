@@ -245,6 +245,8 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     return p;
 
 out_arenas:
+    for (unsigned j = 0; j < i; j++)
+        nbuf_arena_trim_(&p->arenas[j], 0);
     while (i--)
         nbuf_arena_fini_(&p->arenas[i]);
     free(p->arenas);
@@ -384,6 +386,8 @@ nbuf_pool_free(struct nbuf_pool *p)
     }
     pthread_key_delete(p->tsd_key);
     nbuf_debug_pool_fini_(p);
+    for (unsigned i = 0; i < p->narenas; i++)
+        nbuf_arena_trim_(&p->arenas[i], 0);
     for (unsigned i = 0; i < p->narenas; i++)
         nbuf_arena_fini_(&p->arenas[i]);
     nbuf_backing_purge_(&p->backing);

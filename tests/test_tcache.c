@@ -555,3 +555,47 @@ Test(tcache, alloc_ex_bound_does_not_reach_cache)
     }
     t_pool_done(p);
 }
+
+/* Growth keeps the header and swaps in memory from the growing thread's
+ * arena, so a pair can carry a header from another arena's blocks and wait
+ * in this arena's stash. Freeing the pool must flush every stash before any
+ * arena frees its header blocks (ASan caught the reverse order). */
+struct cross_pair {
+    struct nbuf_pool *p;
+    struct nbuf *b;
+};
+
+static void *
+grow_and_stash_thread(void *arg)
+{
+    struct cross_pair *x = arg;
+    T_CHECK(nbuf_ensure_writable(x->b, 3000) == 0);
+    /* The growth's allocation bound this thread to the other arena. */
+    T_CHECK(nbuf_tls_.pool_id == x->p->id);
+    struct nbuf_tcache *tc = nbuf_tls_.tc;
+    struct nbuf_arena *home = tc->arena;
+    T_CHECK(home == &x->p->arenas[1]);
+    struct nbuf_tcache_bin *bin = &tc->bins[x->b->szind];
+    nbuf_release(x->b);
+    /* Idle GC passes halve the bin (coldest first) until the grown pair,
+     * the hottest, goes to the stash too. */
+    for (unsigned i = 0; i < 64 && nbuf_tcache_bin_count_(bin); i++)
+        nbuf_tcache_gc_(tc);
+    T_CHECK(nbuf_tcache_bin_count_(bin) == 0);
+    nbuf_arena_lock_(home);
+    size_t stashed = home->stash_bytes;
+    nbuf_arena_unlock_(home);
+    T_CHECK(stashed > 0);
+    return NULL;
+}
+
+Test(tcache, foreign_header_in_stash_at_pool_free)
+{
+    struct nbuf_pool *p = cached_pool(2);
+    struct cross_pair x = {p, nbuf_alloc(p, 64)};
+    cr_assert_not_null(x.b);
+    cr_assert_eq(my_tcache(p)->arena, &p->arenas[0]);
+    t_run_thread(grow_and_stash_thread, &x);
+    t_thread_assert_ok();
+    t_pool_done(p);
+}
