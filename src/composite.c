@@ -310,7 +310,7 @@ reserve1(struct nbuf_composite *c)
     return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
 }
 
-static int
+static __attribute__((noinline)) int
 add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool take)
 {
     size_t total;
@@ -379,6 +379,31 @@ nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, s
         return nbuf_buf_dead_(b, "nbuf_composite_add_slice");
     if (unlikely(nbuf_add_overflow_(off, len, &end) || end > b->writer))
         return -EINVAL;
+    /* The hot case inline: another slice of the buffer the last component
+     * is on, with room in the ring (a frame of payload slices). */
+    size_t count = c->count, total;
+    if (likely(count && count <= c->mask && len && !nbuf_add_overflow_(c->total, len, &total))) {
+        struct nbuf_comp_ *comps = c->comps;
+        size_t slot = c->head + count;
+        struct nbuf_comp_ *last = &comps[(slot - 1) & c->mask];
+        if (last->buf == b) {
+            if (last->off + last->len == off) {
+                last->len += len; /* adjacent: grow the last component */
+            } else {
+                struct nbuf_comp_ *d = &comps[slot & c->mask];
+                d->start = c->base + c->total;
+                d->len = len;
+                d->off = off;
+                d->buf = b;
+                d->nref = last->nref; /* the run's references move on */
+                d->is_file = 0;
+                last->nref = 0;
+                c->count = count + 1;
+            }
+            c->total = total;
+            return 0;
+        }
+    }
     return add_buf(c, b, off, len, false);
 }
 
@@ -464,44 +489,24 @@ nbuf_composite_add_copy(struct nbuf_composite *c, const void *src, size_t n)
     return 0;
 }
 
-/* memcpy of a small piece: up to 64 bytes without a call, as fixed-size
- * (overlapping) moves the compiler inlines. */
-static __attribute__((noinline)) void
-copy_call(uint8_t *d, const uint8_t *s, size_t n)
-{
-    memcpy(d, s, n);
-}
-
-static inline void
-copy_small(uint8_t *d, const uint8_t *s, size_t n)
-{
-    if (unlikely(n > 64)) {
-        copy_call(d, s, n); /* out of line: keeps the loop's registers */
-    } else if (n >= 16) {
-        for (size_t i = 0; i + 16 < n; i += 16)
-            memcpy(d + i, s + i, 16);
-        memcpy(d + n - 16, s + n - 16, 16);
-    } else if (n >= 8) {
-        memcpy(d, s, 8);
-        memcpy(d + n - 8, s + n - 8, 8);
-    } else if (n >= 4) {
-        memcpy(d, s, 4);
-        memcpy(d + n - 4, s + n - 4, 4);
-    } else {
-        for (size_t i = 0; i < n; i++)
-            d[i] = s[i];
-    }
-}
-
-/* Bytes of the copied pieces in iov[i, n): the size of a new tail. */
+/* The size of a new tail for the copied pieces of iov[i, n): their bytes,
+ * counted over the next SCAN pieces and extrapolated (a scan of all of them
+ * costs as much as copying), at most IOV_TAIL_MAX. */
+#define SCAN 256
+#define IOV_TAIL_MAX ((size_t)64 << 10)
 static size_t
 small_bytes(const struct iovec *iov, int i, int n)
 {
     size_t sum = 0;
-    for (; i < n; i++)
-        if (iov[i].iov_len <= NBUF_COMPOSITE_COPY_MAX)
-            sum += iov[i].iov_len;
-    return sum;
+    int end = n - i > SCAN ? i + SCAN : n;
+    for (int k = i; k < end; k++)
+        if (iov[k].iov_len <= NBUF_COMPOSITE_COPY_MAX)
+            sum += iov[k].iov_len;
+    if (end < n) /* sum <= SCAN * 512, n < 2^31: no overflow */
+        sum = (sum * (size_t)(n - i) + SCAN - 1) / SCAN;
+    if (sum < iov[i].iov_len) /* extrapolation rounded below the first */
+        sum = iov[i].iov_len;
+    return sum < IOV_TAIL_MAX ? sum : IOV_TAIL_MAX;
 }
 
 /*
@@ -554,7 +559,24 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
         }                                                                                          \
     } while (0)
 
+    const size_t span = b->writer;
     for (int i = 0; i < n; i++) {
+        if (copy_idx != SIZE_MAX) {
+            /* The hot loop: in-bounds pieces of 1-64 bytes that fit behind
+             * dst, copied back to back; anything else takes the general
+             * path below. (rel wraps above span when base < lo.) */
+            size_t left = (size_t)(end - dst);
+            for (; i < n; i++) {
+                size_t rel = (uintptr_t)iov[i].iov_base - lo, len = iov[i].iov_len;
+                if (rel > span || len > span - rel || len - 1 >= 64 || len > left)
+                    break;
+                nbuf_copy_1_64_(dst, (const uint8_t *)lo + rel, len);
+                dst += len;
+                left -= len;
+            }
+            if (i == n)
+                break;
+        }
         uintptr_t base = (uintptr_t)iov[i].iov_base;
         size_t len = iov[i].iov_len;
         if (unlikely(base < lo || base > hi || len > hi - base)) {
@@ -563,7 +585,7 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
         }
         if (len <= NBUF_COMPOSITE_COPY_MAX) {
             if (likely(copy_idx != SIZE_MAX && len <= (size_t)(end - dst))) {
-                copy_small(dst, (const uint8_t *)base, len); /* the hot path */
+                nbuf_copy_small_(dst, (const uint8_t *)base, len);
                 dst += len;
                 continue;
             }
@@ -593,7 +615,7 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
             big_idx = SIZE_MAX;
             run = dst = tail->mem + tail->writer;
             end = tail->mem + tail->capacity;
-            copy_small(dst, (const uint8_t *)base, len);
+            nbuf_copy_small_(dst, (const uint8_t *)base, len);
             dst += len;
             continue;
         }

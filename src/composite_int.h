@@ -95,6 +95,44 @@ nbuf_comp_ptr_(const struct nbuf_comp_ *cp)
     return cp->buf->mem + cp->off;
 }
 
+/* memcpy of small pieces (add_iov, the flush's staging copy). */
+/* 1 <= n <= 64 bytes: two overlapping fixed-size moves, no loop, no call. */
+static inline void
+nbuf_copy_1_64_(uint8_t *d, const uint8_t *s, size_t n)
+{
+    if (n >= 16) {
+        if (n > 32) {
+            memcpy(d, s, 32);
+            memcpy(d + n - 32, s + n - 32, 32);
+        } else {
+            memcpy(d, s, 16);
+            memcpy(d + n - 16, s + n - 16, 16);
+        }
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
+    }
+}
+
+/* Out of line, so a copy loop keeps its registers for the common case. */
+void nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n);
+
+static inline void
+nbuf_copy_small_(uint8_t *d, const uint8_t *s, size_t n)
+{
+    if (likely(n - 1 < 64))
+        nbuf_copy_1_64_(d, s, n);
+    else if (n)
+        nbuf_copy_call_(d, s, n);
+}
+
 /* ---- composite.c ---- */
 /* Consume @n <= total bytes from the front, releasing emptied components. */
 void nbuf_composite_consume_(struct nbuf_composite *c, size_t n);

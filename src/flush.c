@@ -37,6 +37,12 @@
  */
 size_t nbuf_flush_coalesce_max_ = 512;
 
+__attribute__((noinline)) void
+nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n)
+{
+    memcpy(d, s, n);
+}
+
 /* ---- the syscall table ---- */
 
 static ssize_t
@@ -198,19 +204,22 @@ flush_mem(struct flush *f, size_t budget)
                 /* Copy the run: cheaper than an iovec per component. */
                 uint8_t *dst = f->stage->mem + staged;
                 size_t room = f->stage->capacity - staged, run = 0;
+                size_t rest = budget - offered; /* the budget left */
+                size_t lim = rest < room ? rest : room;
                 for (; i < count; i++) {
                     cp = &comps[(head + i) & mask];
-                    if (cp->is_file || cp->len > tiny)
+                    size_t len = cp->len;
+                    if (cp->is_file || len > tiny || len > lim - run)
                         break;
-                    size_t kk = cp->len < budget - offered - run ? cp->len : budget - offered - run;
-                    if (kk > room - run)
-                        break; /* the stage is full */
-                    memcpy(dst + run, cp->buf->mem + cp->off, kk);
-                    run += kk;
-                    if (offered + run == budget) {
-                        i++;
-                        break;
-                    }
+                    nbuf_copy_small_(dst + run, cp->buf->mem + cp->off, len);
+                    run += len;
+                }
+                /* The budget ends inside this tiny component: send its
+                 * head (the stage had room for all of the budget). */
+                if (i < count && !cp->is_file && cp->len <= tiny && lim == rest && run < rest) {
+                    nbuf_copy_small_(dst + run, cp->buf->mem + cp->off, rest - run);
+                    run = rest;
+                    i++;
                 }
                 if (!run)
                     break; /* the stage is full: write this batch first */

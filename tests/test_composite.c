@@ -1203,3 +1203,40 @@ Test(composite, differential_vs_flat_C22)
     close(pp[1]);
     t_pool_done(p);
 }
+
+/* More copied bytes than one tail holds (64 KiB): several tails, each
+ * sized from a sample of the pieces, every byte in order. */
+Test(composite, add_iov_many_tails)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf *b = nbuf_alloc(p, 4096);
+    for (unsigned i = 0; i < 4096; i++)
+        nbuf_write_u8(b, (uint8_t)(i * 13 + 5));
+    const uint8_t *m = nbuf_data(b);
+    enum { N = 20000 };
+    struct iovec *iov = malloc(N * sizeof(*iov));
+    uint8_t *want = malloc((size_t)N * 64);
+    size_t n = 0;
+    for (unsigned i = 0; i < N; i++) {
+        /* Mostly 16 B, with runs of 1 B and 64 B so the sample misjudges. */
+        size_t len = (i / 3000) % 3 == 0 ? 16 : (i / 3000) % 3 == 1 ? 1 : 64;
+        iov[i].iov_base = (void *)(m + (size_t)i * 37 % 4000);
+        iov[i].iov_len = len;
+        memcpy(want + n, iov[i].iov_base, len);
+        n += len;
+    }
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    cr_assert_eq(nbuf_composite_add_iov(c, b, iov, N), 0);
+    cr_assert_eq(nbuf_composite_readable(c), n);
+    cr_assert_eq(nbuf_refcnt(b), 1, "copied pieces took a reference");
+    cr_assert(nbuf_composite_check_(c));
+    uint8_t *got = malloc(n);
+    cr_assert_eq(nbuf_composite_get(c, 0, got, n), 0);
+    cr_assert_arr_eq(got, want, n);
+    free(got);
+    free(want);
+    free(iov);
+    nbuf_composite_free(c);
+    nbuf_release(b);
+    t_pool_done(p);
+}

@@ -922,3 +922,47 @@ Test(flush, allocation_failures_change_nothing_F40)
     close(pp[1]);
     t_pool_done(p);
 }
+
+/* A byte budget that ends inside a run of tiny (staged) components sends
+ * exactly the budget, and the next call resumes at the next byte. */
+Test(flush, budget_ends_inside_tiny_run)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct nbuf *src = nbuf_alloc(p, 8192);
+    for (unsigned i = 0; i < 8192; i++)
+        nbuf_write_u8(src, (uint8_t)(i * 7 + i / 251));
+    const uint8_t *m = nbuf_data(src);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    uint8_t want[4096];
+    size_t n = 0;
+    for (unsigned i = 0; i < 300; i++) {
+        size_t off = (size_t)i * 27 % 8000, len = 1 + i % 13; /* never adjacent */
+        cr_assert_eq(nbuf_composite_add_slice(c, src, off, len), 0);
+        memcpy(want + n, m + off, len);
+        n += len;
+    }
+    uint8_t got[4096];
+    size_t have = 0;
+    for (size_t budget = 1; nbuf_composite_readable(c); budget = budget % 41 + 1) {
+        size_t before = nbuf_composite_readable(c);
+        ssize_t r = nbuf_composite_writev_max(c, sv[0], budget);
+        size_t expect = before < budget ? before : budget;
+        cr_assert_eq(r, (ssize_t)expect, "budget %zu: wrote %zd", budget, r);
+        cr_assert_eq(nbuf_composite_readable(c), before - expect);
+        cr_assert(nbuf_composite_check_(c));
+        while (have < n - nbuf_composite_readable(c)) {
+            ssize_t k = read(sv[1], got + have, sizeof(got) - have);
+            cr_assert_gt(k, 0);
+            have += (size_t)k;
+        }
+    }
+    cr_assert_eq(have, n);
+    cr_assert_arr_eq(got, want, n);
+    nbuf_composite_free(c);
+    nbuf_release(src);
+    close(sv[0]);
+    close(sv[1]);
+    t_pool_done(p);
+}
