@@ -70,8 +70,12 @@ struct nbuf_sys_ops_ nbuf_sys_ = SYS_DEFAULTS;
 void
 nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
 {
-    if (g->active)
+    if (g->checked)
         return;
+    g->checked = true;
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+        return; /* a write's SIGPIPE is discarded anyway */
     sigset_t set, pending;
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
@@ -337,8 +341,7 @@ nbuf_composite_writev_max(struct nbuf_composite *c, int fd, size_t max_bytes)
     f.mode = FD_UNKNOWN;
     f.no_sendfile = false;
     f.stage = NULL;
-    f.guard.active = false;
-    f.guard.epipe = false;
+    f.guard = (struct nbuf_sigpipe_guard_){.checked = false};
     size_t done = 0;
     ssize_t err = 0;
     while (c->total && done < max_bytes) {

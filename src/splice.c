@@ -87,19 +87,6 @@ pipe_discard(void)
     tls_pipe = NULL;
 }
 
-/* Enter the SIGPIPE guard unless SIGPIPE is ignored anyway. */
-static void
-guard_enter(struct nbuf_sigpipe_guard_ *g, bool *checked)
-{
-    if (*checked)
-        return;
-    *checked = true;
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-        return;
-    nbuf_sigpipe_enter_(g);
-}
-
 NBUF_EXPORT ssize_t
 nbuf_splice(int in_fd, int out_fd, size_t len)
 {
@@ -113,8 +100,7 @@ nbuf_splice(int in_fd, int out_fd, size_t len)
     struct splice_pipe *sp = pipe_get(&err);
     if (!sp)
         return err;
-    struct nbuf_sigpipe_guard_ g = {.active = false};
-    bool checked = false;
+    struct nbuf_sigpipe_guard_ g = {.checked = false};
     size_t total = 0;
     while (total < len) {
         size_t want = len - total < sp->cap ? len - total : sp->cap;
@@ -134,7 +120,7 @@ nbuf_splice(int in_fd, int out_fd, size_t len)
          * delivering this (read() semantics: never wait for more). */
         bool more = (size_t)r == want;
         while (in_pipe) {
-            guard_enter(&g, &checked);
+            nbuf_sigpipe_enter_(&g);
             ssize_t w = nbuf_sys_.splice(sp->rd, NULL, out_fd, NULL, in_pipe, SPLICE_F_MOVE);
             if (w > 0) {
                 in_pipe -= (size_t)w;

@@ -704,15 +704,20 @@ Test(flush, peer_closed_no_sigpipe_D32)
 {
     struct nbuf_pool *p = t_pool_new(NULL);
     int fd = tmpfile_with(5000, 9);
-    /* socket, pipe; memory then file region */
-    for (int kind = 0; kind < 2; kind++) {
+    /* SIGPIPE at its default (it would kill us) and ignored (as servers set
+     * it: the guard is skipped); socket, pipe; memory then file region */
+    for (int kind = 0; kind < 4; kind++) {
+        signal(SIGPIPE, kind < 2 ? SIG_DFL : SIG_IGN);
+        sigset_t mask_before, mask_after;
+        pthread_sigmask(SIG_SETMASK, NULL, &mask_before);
         for (int file = 0; file < 2; file++) {
             int pair[2];
-            if (kind == 0)
+            bool sock = kind % 2 == 0;
+            if (sock)
                 cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
             else
                 cr_assert_eq(pipe(pair), 0);
-            int wr = kind == 0 ? pair[0] : pair[1], rd = kind == 0 ? pair[1] : pair[0];
+            int wr = sock ? pair[0] : pair[1], rd = sock ? pair[1] : pair[0];
             close(rd);
             struct nbuf_composite *c = wrapped_composite(p, 5, 100);
             if (file) {
@@ -725,6 +730,9 @@ Test(flush, peer_closed_no_sigpipe_D32)
             ssize_t r = nbuf_composite_writev(c, wr);
             cr_assert(r == -EPIPE || r == -ECONNRESET, "kind %d file %d: %zd", kind, file, r);
             cr_assert(!sigpipe_pending(), "a SIGPIPE was left pending");
+            pthread_sigmask(SIG_SETMASK, NULL, &mask_after);
+            cr_assert_eq(sigismember(&mask_after, SIGPIPE), sigismember(&mask_before, SIGPIPE),
+                         "the signal mask was not restored");
             cr_assert_eq(nbuf_composite_readable(c), file ? 5500 : 500);
             nbuf_composite_free(c);
             for (unsigned i = 0; i < 5; i++)
@@ -732,6 +740,7 @@ Test(flush, peer_closed_no_sigpipe_D32)
             close(wr);
         }
     }
+    signal(SIGPIPE, SIG_DFL);
     close(fd);
     t_pool_done(p);
 }
