@@ -135,15 +135,17 @@ detect_mode(struct flush *f)
         f->mode = FD_OTHER;
 }
 
-/* One gathering write; sockets learn they are sockets from sendmsg. */
+/* One gathering write; sockets learn they are sockets from sendmsg. @more:
+ * a file region follows at once (TCP then packs these bytes with its first
+ * segment instead of sending a short one, as nginx's TCP_NOPUSH does). */
 static ssize_t
-write_iov(struct flush *f, int n)
+write_iov(struct flush *f, int n, bool more)
 {
     for (;;) {
         ssize_t r;
         if (f->mode == FD_UNKNOWN || f->mode == FD_SOCK) {
             struct msghdr m = {.msg_iov = f->iov, .msg_iovlen = (size_t)n};
-            r = nbuf_sys_.sendmsg(f->fd, &m, MSG_NOSIGNAL);
+            r = nbuf_sys_.sendmsg(f->fd, &m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
             if (r < 0 && errno == ENOTSOCK && f->mode == FD_UNKNOWN) {
                 detect_mode(f);
                 if (f->mode == FD_SOCK)
@@ -241,7 +243,8 @@ flush_mem(struct flush *f, size_t budget)
         i++;
     }
     nbuf_assert(n > 0 && offered > 0);
-    ssize_t r = write_iov(f, n);
+    bool more = i < count && comps[(head + i) & mask].is_file && offered < budget;
+    ssize_t r = write_iov(f, n, more);
     if (r >= 0 && (size_t)r < offered)
         f->short_write = true;
     return r;

@@ -32,6 +32,7 @@ static struct {
     int max_iov;          /* most iovecs in one call */
     bool empty_iov;       /* an iovec of length 0 was offered */
     bool nosignal;        /* every sendmsg had MSG_NOSIGNAL */
+    unsigned more_mask;   /* bit k: the k-th sendmsg had MSG_MORE */
     size_t max_bytes;     /* most bytes offered in one call */
     bool fake;            /* do not touch the memory (fake lengths) */
     size_t limit[SCRIPT]; /* bytes the k-th call accepts (0 = script over) */
@@ -102,6 +103,8 @@ fake_writev_counted(int fd, const struct iovec *iov, int n)
 static ssize_t
 fake_sendmsg(int fd, const struct msghdr *m, int flags)
 {
+    if ((flags & MSG_MORE) && sink.sendmsgs < 32)
+        sink.more_mask |= 1u << sink.sendmsgs;
     sink.sendmsgs++;
     if (!(flags & MSG_NOSIGNAL))
         sink.nosignal = false;
@@ -746,6 +749,43 @@ Test(flush, peer_closed_no_sigpipe_D32)
 }
 
 /* ---- how the fd is written ---- */
+
+/* Memory right before a file region goes with MSG_MORE (TCP packs it with
+ * the file's first segment); the last write of a flush, or one the budget
+ * ends, does not. */
+Test(flush, msg_more_before_file_regions)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    use_fake_sink();
+    nbuf_sys_.sendfile = fake_sendfile;
+    sink.sf_fake = true;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int fd = tmpfile_with(100, 3);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    nbuf_composite_add_copy(c, "HEAD", 4);
+    cr_assert_eq(nbuf_composite_add_file(c, fd, 0, 100), 0);
+    nbuf_composite_add_copy(c, "MID", 3);
+    cr_assert_eq(nbuf_composite_add_file(c, fd, 10, 20), 0);
+    nbuf_composite_add_copy(c, "END", 3);
+    cr_assert_eq(nbuf_composite_writev(c, sv[0]), 4 + 100 + 3 + 20 + 3);
+    cr_assert_eq(sink.sendmsgs, 3);
+    cr_assert_eq(sink.sendfiles, 2);
+    cr_assert_eq(sink.more_mask, 0x3, "MSG_MORE on HEAD and MID only: %#x", sink.more_mask);
+    /* A budget that stops before the file: nothing follows, no MSG_MORE. */
+    sink_reset();
+    sink.sf_fake = true;
+    nbuf_composite_add_copy(c, "HEAD", 4);
+    cr_assert_eq(nbuf_composite_add_file(c, fd, 0, 100), 0);
+    cr_assert_eq(nbuf_composite_writev_max(c, sv[0], 4), 4);
+    cr_assert_eq(sink.more_mask, 0);
+    cr_assert_eq(nbuf_composite_writev(c, sv[0]), 100);
+    nbuf_composite_free(c);
+    close(fd);
+    close(sv[0]);
+    close(sv[1]);
+    t_pool_done(p);
+}
 
 Test(flush, sockets_use_sendmsg_others_writev)
 {
