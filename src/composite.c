@@ -1,32 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Composites: a ring of components (buffer slices and file regions) read as
- * one logical buffer. Owns adding (with overflow checks and reference
- * sharing between consecutive slices of one buffer), O(log n) offset lookup
- * with a last-hit hint, reads across components, framing (read_slice, split,
- * flatten) and read_fd. Keeps the invariants listed in composite_int.h; the
- * flush lives in flush.c.
+ * one logical buffer. This file owns the container: file-region references,
+ * the component ring (reserve, push, consume, shrink), new/free, every way of
+ * adding (with overflow checks and reference sharing between consecutive
+ * slices of one buffer) and the invariant check of composite_int.h. Reading
+ * is in composite_read.c, framing in composite_frame.c, read_fd in
+ * composite_recv.c, the flush in flush.c.
  */
-#include <endian.h>
-#include <limits.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "composite_int.h"
-#include "sysops.h"
 
 /* add_copy tails start at this many bytes and double up to the maximum. */
 #define TAIL_MIN 256
 #define TAIL_MAX 4096
-/* Scratch for searching file regions. */
-#define FILE_SCRATCH 2048
-
-/* read_fd sizes (Netty's AdaptiveRecvByteBufAllocator, in powers of two). */
-static const uint32_t read_sizes[] = {64,   128,  256,   512,   1024, 2048,
-                                      4096, 8192, 16384, 32768, 65536};
-#define READ_SIZES ((uint8_t)(sizeof(read_sizes) / sizeof(read_sizes[0])))
-#define READ_INITIAL 5 /* 2 KiB */
 
 /* ---- file regions ---- */
 
@@ -51,35 +41,7 @@ comp_release(struct nbuf_comp_ *cp)
         nbuf_release(cp->buf);
 }
 
-/* pread exactly @n bytes at @off (EINTR retried). 0 or -errno; -EIO when the
- * file ends first, -ESPIPE for a pipe or socket (reading would consume it). */
-static int
-pread_full(int fd, void *dst, size_t n, uint64_t off)
-{
-    uint8_t *d = dst;
-    while (n) {
-        ssize_t r = nbuf_sys_.pread(fd, d, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            return -EIO;
-        d += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* ---- the ring ---- */
-
-static inline struct nbuf_comp_ *
-comp_last(const struct nbuf_composite *c)
-{
-    return c->count ? nbuf_comp_at_(c, c->count - 1) : NULL;
-}
 
 static void
 ring_resize(struct nbuf_composite *c, struct nbuf_comp_ *nc, size_t ncap)
@@ -114,17 +76,6 @@ nbuf_composite_reserve_(struct nbuf_composite *c, size_t more)
     return 0;
 }
 
-/* Append @cp (room reserved); it takes cp's references. */
-static inline void
-push_back(struct nbuf_composite *c, const struct nbuf_comp_ *cp)
-{
-    struct nbuf_comp_ *d = &c->comps[(c->head + c->count) & c->mask];
-    *d = *cp;
-    d->start = c->base + c->total;
-    c->count++;
-    c->total += cp->len;
-}
-
 /* Append a buffer component (room reserved), field by field: building it on
  * the stack and copying costs store-forwarding stalls on the hot path. */
 static inline void
@@ -152,17 +103,6 @@ nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp
     d->start = c->base;
     c->count++;
     c->total += cp->len;
-}
-
-/* Remove the first component without releasing it (its references moved). */
-static inline void
-pop_front(struct nbuf_composite *c)
-{
-    struct nbuf_comp_ *cp = &c->comps[c->head];
-    c->base += cp->len;
-    c->total -= cp->len;
-    c->head = (c->head + 1) & c->mask;
-    c->count--;
 }
 
 void
@@ -196,63 +136,35 @@ nbuf_composite_consume_(struct nbuf_composite *c, size_t n)
     nbuf_assert_expensive(nbuf_composite_check_(c));
 }
 
-/*
- * The slot of the component holding byte @off (< total) of the readable
- * bytes: the hint or its successor (sequential access), else a binary search
- * over the starts, which grow monotonically from base (mod 2^64).
- */
-static size_t
-find_slot(const struct nbuf_composite *c, size_t off)
+NBUF_EXPORT int
+nbuf_composite_discard_read(struct nbuf_composite *c)
 {
-    size_t h = c->hint;
-    for (int k = 0; k < 2; k++, h = (h + 1) & c->mask) {
-        if (((h - c->head) & c->mask) >= c->count)
-            break;
-        const struct nbuf_comp_ *cp = &c->comps[h];
-        size_t rel = cp->start - c->base;
-        if (off - rel < cp->len) /* rel <= off < rel + len, unsigned */
-            return h;
-    }
-    size_t lo = 0, hi = c->count; /* the answer is in [lo, hi) */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (nbuf_comp_at_(c, mid)->start - c->base <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    h = (c->head + lo) & c->mask;
-    ((struct nbuf_composite *)c)->hint = h; /* a cache, not state */
-    return h;
-}
-
-/* Copy readable bytes [off, off + n) (in range) to @dst. 0, -EIO, -ESPIPE. */
-static int
-copy_out(const struct nbuf_composite *c, size_t off, void *dst, size_t n)
-{
-    if (!n)
-        return 0;
-    uint8_t *d = dst;
-    size_t slot = find_slot(c, off);
-    const struct nbuf_comp_ *cp = &c->comps[slot];
-    size_t in = off - (cp->start - c->base);
-    for (;;) {
-        size_t k = cp->len - in < n ? cp->len - in : n;
-        if (cp->is_file) {
-            int err = pread_full(cp->file->fd, d, k, cp->off + in);
-            if (err)
-                return err;
-        } else {
-            memcpy(d, nbuf_comp_ptr_(cp) + in, k);
-        }
-        d += k;
-        n -= k;
-        if (!n)
+    if (unlikely(!c))
+        return -EINVAL;
+    /* Read components are released as they empty; what is left to give back
+     * is ring capacity a burst grew and nothing uses now. */
+    size_t cap = c->mask + 1;
+    if (c->comps != c->inl && c->count * 4 < cap) {
+        size_t ncap = NBUF_COMP_INLINE;
+        if (c->count <= NBUF_COMP_INLINE) {
+            struct nbuf_comp_ tmp[NBUF_COMP_INLINE];
+            for (size_t i = 0; i < c->count; i++)
+                tmp[i] = *nbuf_comp_at_(c, i);
+            free(c->comps);
+            memcpy(c->inl, tmp, sizeof(tmp));
+            c->comps = c->inl;
+            c->mask = ncap - 1;
+            c->head = 0;
+            c->hint = 0;
             return 0;
-        slot = (slot + 1) & c->mask;
-        cp = &c->comps[slot];
-        in = 0;
+        }
+        while (ncap < c->count * 2)
+            ncap *= 2;
+        struct nbuf_comp_ *nc = malloc(ncap * sizeof(*nc));
+        if (nc) /* else keep the big ring: nothing is lost */
+            ring_resize(c, nc, ncap);
     }
+    return 0;
 }
 
 /* ---- life cycle ---- */
@@ -272,7 +184,7 @@ nbuf_composite_new(struct nbuf_pool *p)
     c->mask = NBUF_COMP_INLINE - 1;
     c->pool = p;
     c->tail_size = TAIL_MIN;
-    c->rd_idx = READ_INITIAL;
+    c->rd_idx = NBUF_READ_INITIAL;
     return c;
 }
 
@@ -291,12 +203,10 @@ nbuf_composite_free(struct nbuf_composite *c)
 
 /* ---- adding ---- */
 
-/* The room a composite has for @len more bytes: 0 or -EOVERFLOW. */
 static inline int
-room_for(const struct nbuf_composite *c, size_t len)
+reserve1(struct nbuf_composite *c)
 {
-    size_t t;
-    return nbuf_add_overflow_(c->total, len, &t) ? -EOVERFLOW : 0;
+    return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
 }
 
 /*
@@ -304,12 +214,6 @@ room_for(const struct nbuf_composite *c, size_t len)
  * in (on success); else one is taken here, or shared with the previous
  * component when that is on the same buffer (no atomic for a run of slices).
  */
-static inline int
-reserve1(struct nbuf_composite *c)
-{
-    return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
-}
-
 static __attribute__((noinline)) int
 add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool take)
 {
@@ -415,7 +319,7 @@ nbuf_composite_prepend(struct nbuf_composite *c, struct nbuf *b)
     if (unlikely(nbuf_is_dead_(b)))
         return nbuf_buf_dead_(b, "nbuf_composite_prepend");
     size_t len = b->writer - b->reader;
-    int err = room_for(c, len);
+    int err = nbuf_composite_room_for_(c, len);
     if (err)
         return err;
     if (!len) {
@@ -445,11 +349,11 @@ nbuf_composite_add_copy(struct nbuf_composite *c, const void *src, size_t n)
 {
     if (unlikely(!c || (!src && n)))
         return -EINVAL;
-    int err = room_for(c, n);
+    int err = nbuf_composite_room_for_(c, n);
     if (err || !n)
         return err;
     struct nbuf *t = c->tail;
-    struct nbuf_comp_ *last = comp_last(c);
+    struct nbuf_comp_ *last = nbuf_comp_last_(c);
     if (t && t->capacity - t->writer >= n) {
         if (last && last->buf == t && !last->is_file && last->off + last->len == t->writer) {
             /* The common case: pack behind the previous copy. */
@@ -529,7 +433,7 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
     const size_t old_count = c->count, old_total = c->total;
     struct nbuf *const old_tail = c->tail;
     const size_t old_writer = old_tail ? old_tail->writer : 0;
-    struct nbuf_comp_ *last = comp_last(c);
+    struct nbuf_comp_ *last = nbuf_comp_last_(c);
     const size_t old_last_len = last ? last->len : 0;
 
     /* The copied run being filled: component copy_idx (from the front)
@@ -664,7 +568,7 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
 
 out_undo:
     while (c->count > old_count) {
-        comp_release(comp_last(c));
+        comp_release(nbuf_comp_last_(c));
         c->count--;
     }
     if (old_count)
@@ -687,7 +591,7 @@ nbuf_composite_add_file(struct nbuf_composite *c, int fd, off_t off, size_t len)
         return -EBADF;
     if ((uint64_t)len > (uint64_t)INT64_MAX - (uint64_t)off)
         return -EINVAL;
-    int err = room_for(c, len);
+    int err = nbuf_composite_room_for_(c, len);
     if (err)
         return err;
     if (fstat(fd, &st) < 0)
@@ -709,7 +613,7 @@ nbuf_composite_add_file(struct nbuf_composite *c, int fd, off_t off, size_t len)
     }
     atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
     struct nbuf_comp_ nc = {.len = len, .off = (uint64_t)off, .file = f, .nref = 1, .is_file = 1};
-    push_back(c, &nc);
+    nbuf_composite_push_back_(c, &nc);
     return 0;
 }
 
@@ -718,7 +622,7 @@ nbuf_composite_append(struct nbuf_composite *c, struct nbuf_composite *src)
 {
     if (unlikely(!c || !src || c == src))
         return -EINVAL;
-    int err = room_for(c, src->total);
+    int err = nbuf_composite_room_for_(c, src->total);
     if (err)
         return err;
     if (!src->count)
@@ -727,8 +631,8 @@ nbuf_composite_append(struct nbuf_composite *c, struct nbuf_composite *src)
         return err;
     /* The references move with the components. */
     for (size_t i = 0; i < src->count; i++)
-        push_back(c, nbuf_comp_at_(src, i));
-    struct nbuf_comp_ *last = comp_last(src);
+        nbuf_composite_push_back_(c, nbuf_comp_at_(src, i));
+    struct nbuf_comp_ *last = nbuf_comp_last_(src);
     if (src->tail && !last->is_file && last->buf == src->tail) {
         /* Keep packing behind src's last copy. */
         nbuf_release(c->tail);
@@ -755,476 +659,6 @@ NBUF_EXPORT size_t
 nbuf_composite_count(const struct nbuf_composite *c)
 {
     return c ? c->count : 0;
-}
-
-/* ---- reading ---- */
-
-NBUF_EXPORT int
-nbuf_composite_get(const struct nbuf_composite *c, size_t index, void *dst, size_t n)
-{
-    size_t end;
-    if (unlikely(!c || (!dst && n)))
-        return -EINVAL;
-    if (nbuf_add_overflow_(index, n, &end) || end > c->total)
-        return -ENODATA;
-    return copy_out(c, index, dst, n);
-}
-
-NBUF_EXPORT int
-nbuf_composite_read(struct nbuf_composite *c, void *dst, size_t n)
-{
-    if (unlikely(!c || (!dst && n)))
-        return -EINVAL;
-    if (n > c->total)
-        return -ENODATA;
-    int err = copy_out(c, 0, dst, n);
-    if (!err)
-        nbuf_composite_consume_(c, n);
-    return err;
-}
-
-NBUF_EXPORT int
-nbuf_composite_skip(struct nbuf_composite *c, size_t n)
-{
-    if (unlikely(!c))
-        return -EINVAL;
-    if (n > c->total)
-        return -ENODATA;
-    nbuf_composite_consume_(c, n);
-    return 0;
-}
-
-/* Fixed-size read or get: the first component usually holds all of it. */
-static inline int
-get_fixed(const struct nbuf_composite *c, size_t index, void *dst, size_t n)
-{
-    if (unlikely(!c || !dst))
-        return -EINVAL;
-    if (index >= c->total || c->total - index < n)
-        return -ENODATA;
-    if (likely(c->count && index == 0)) {
-        const struct nbuf_comp_ *cp = &c->comps[c->head];
-        if (likely(!cp->is_file && cp->len >= n)) {
-            memcpy(dst, nbuf_comp_ptr_(cp), n);
-            return 0;
-        }
-    }
-    return copy_out(c, index, dst, n);
-}
-
-#define ID8(x) (x)
-#define COMPOSITE_TYPED(name, type, conv)                                                          \
-    NBUF_EXPORT int nbuf_composite_read_##name(struct nbuf_composite *c, type *out)                \
-    {                                                                                              \
-        type v;                                                                                    \
-        if (unlikely(!out))                                                                        \
-            return -EINVAL;                                                                        \
-        int err = get_fixed(c, 0, &v, sizeof(v));                                                  \
-        if (unlikely(err))                                                                         \
-            return err;                                                                            \
-        nbuf_composite_consume_(c, sizeof(v));                                                     \
-        *out = conv(v);                                                                            \
-        return 0;                                                                                  \
-    }                                                                                              \
-    NBUF_EXPORT int nbuf_composite_get_##name(const struct nbuf_composite *c, size_t index,        \
-                                              type *out)                                           \
-    {                                                                                              \
-        type v;                                                                                    \
-        if (unlikely(!out))                                                                        \
-            return -EINVAL;                                                                        \
-        int err = get_fixed(c, index, &v, sizeof(v));                                              \
-        if (unlikely(err))                                                                         \
-            return err;                                                                            \
-        *out = conv(v);                                                                            \
-        return 0;                                                                                  \
-    }
-
-COMPOSITE_TYPED(u8, uint8_t, ID8)
-COMPOSITE_TYPED(u16, uint16_t, be16toh)
-COMPOSITE_TYPED(u32, uint32_t, be32toh)
-COMPOSITE_TYPED(u64, uint64_t, be64toh)
-COMPOSITE_TYPED(u16_le, uint16_t, le16toh)
-COMPOSITE_TYPED(u32_le, uint32_t, le32toh)
-COMPOSITE_TYPED(u64_le, uint64_t, le64toh)
-
-/*
- * Contiguous bytes at readable offset @off (< total): a pointer to the rest
- * of a memory component, or up to @cap bytes of a file region read into
- * @tmp. Returns how many, or -errno.
- */
-static ssize_t
-seg_at(const struct nbuf_composite *c, size_t off, const uint8_t **p, uint8_t *tmp, size_t cap)
-{
-    const struct nbuf_comp_ *cp = &c->comps[find_slot(c, off)];
-    size_t in = off - (cp->start - c->base);
-    size_t k = cp->len - in;
-    if (!cp->is_file) {
-        *p = nbuf_comp_ptr_(cp) + in;
-        return (ssize_t)(k > SSIZE_MAX ? SSIZE_MAX : k);
-    }
-    if (k > cap)
-        k = cap;
-    int err = pread_full(cp->file->fd, tmp, k, cp->off + in);
-    if (err)
-        return err;
-    *p = tmp;
-    return (ssize_t)k;
-}
-
-NBUF_EXPORT ssize_t
-nbuf_composite_index_of(const struct nbuf_composite *c, size_t from, uint8_t byte)
-{
-    uint8_t tmp[FILE_SCRATCH];
-    if (unlikely(!c || from > c->total))
-        return -EINVAL;
-    size_t end = c->total > SSIZE_MAX ? SSIZE_MAX : c->total;
-    while (from < end) {
-        const uint8_t *p = NULL;
-        ssize_t k = seg_at(c, from, &p, tmp, sizeof(tmp));
-        if (k < 0)
-            return k;
-        if ((size_t)k > end - from)
-            k = (ssize_t)(end - from);
-        const uint8_t *hit = memchr(p, byte, (size_t)k);
-        if (hit)
-            return (ssize_t)(from + (size_t)(hit - p));
-        from += (size_t)k;
-    }
-    return -ENOENT;
-}
-
-/* Whether @needle[0, n) is at readable offset @off (in range). */
-static int
-equal_at(const struct nbuf_composite *c, size_t off, const uint8_t *needle, size_t n)
-{
-    uint8_t tmp[FILE_SCRATCH];
-    while (n) {
-        const uint8_t *p = NULL;
-        ssize_t k = seg_at(c, off, &p, tmp, sizeof(tmp));
-        if (k < 0)
-            return (int)k;
-        if ((size_t)k > n)
-            k = (ssize_t)n;
-        if (memcmp(p, needle, (size_t)k))
-            return 0;
-        off += (size_t)k;
-        needle += k;
-        n -= (size_t)k;
-    }
-    return 1;
-}
-
-NBUF_EXPORT ssize_t
-nbuf_composite_find(const struct nbuf_composite *c, size_t from, const void *needle, size_t n)
-{
-    uint8_t tmp[FILE_SCRATCH];
-    const uint8_t *nd = needle;
-    if (unlikely(!c || (!needle && n) || from > c->total))
-        return -EINVAL;
-    size_t total = c->total > SSIZE_MAX ? SSIZE_MAX : c->total;
-    if (!n)
-        return (ssize_t)from;
-    while (from < total && total - from >= n) {
-        const uint8_t *p = NULL;
-        ssize_t k = seg_at(c, from, &p, tmp, sizeof(tmp));
-        if (k < 0)
-            return k;
-        size_t seg_end = from + (size_t)k;
-        if ((size_t)k >= n) {
-            /* Matches that lie inside this segment. */
-            const uint8_t *hit = memmem(p, (size_t)k, nd, n);
-            if (hit)
-                return (ssize_t)(from + (size_t)(hit - p));
-            from = seg_end - n + 1;
-        }
-        /* Matches that start here and cross into the next segments. */
-        for (; from < seg_end && total - from >= n; from++) {
-            if (p[from - (seg_end - (size_t)k)] != nd[0])
-                continue;
-            int eq = equal_at(c, from, nd, n);
-            if (eq < 0)
-                return eq;
-            if (eq)
-                return (ssize_t)from;
-        }
-        /* equal_at moved the hint; seg_at finds the next segment again. */
-    }
-    return -ENOENT;
-}
-
-/* ---- framing ---- */
-
-/* A pooled copy of readable bytes [off, off + n). */
-static struct nbuf *
-copy_new(const struct nbuf_composite *c, size_t off, size_t n)
-{
-    struct nbuf *b = nbuf_alloc(c->pool, n);
-    if (!b)
-        return NULL;
-    int err = copy_out(c, off, b->mem, n);
-    if (err) {
-        nbuf_release(b);
-        errno = -err;
-        return NULL;
-    }
-    b->writer = n;
-    return b;
-}
-
-NBUF_EXPORT struct nbuf *
-nbuf_composite_read_slice(struct nbuf_composite *c, size_t n)
-{
-    if (unlikely(!c)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (n > c->total) {
-        errno = ENODATA;
-        return NULL;
-    }
-    struct nbuf *b = NULL;
-    if (n && c->count) {
-        const struct nbuf_comp_ *cp = &c->comps[c->head];
-        if (!cp->is_file && cp->len >= n) {
-            /* A view: the bytes stay where they are. */
-            b = nbuf_slice(cp->buf, cp->off, n);
-            if (!b && errno != EINVAL)
-                return NULL;
-            /* EINVAL: the owner moved its writer index back; copy. */
-        }
-    }
-    if (!b && !(b = copy_new(c, 0, n)))
-        return NULL;
-    nbuf_composite_consume_(c, n);
-    return b;
-}
-
-NBUF_EXPORT int
-nbuf_composite_split(struct nbuf_composite *c, size_t n, struct nbuf_composite *out)
-{
-    if (unlikely(!c || !out || c == out))
-        return -EINVAL;
-    if (n > c->total)
-        return -ENODATA;
-    int err = room_for(out, n);
-    if (err || !n)
-        return err;
-    /* Component i holds byte n - 1; it moves whole or is cut. */
-    size_t slot = find_slot(c, n - 1);
-    size_t i = (slot - c->head) & c->mask;
-    struct nbuf_comp_ *cut = &c->comps[slot];
-    size_t cut_len = n - (cut->start - c->base); /* bytes of it that move */
-    bool whole = cut_len == cut->len;
-    if ((err = nbuf_composite_reserve_(out, i + 1)))
-        return err;
-    /* The only reference to take is the last moved part's own, taken first
-     * so that nothing has moved when it fails. */
-    bool need_ref = !whole || (!cut->is_file && cut->nref == 0);
-    if (need_ref) {
-        if (cut->is_file)
-            atomic_fetch_add_explicit(&cut->file->refs, 1, memory_order_relaxed);
-        else if (!nbuf_retain(cut->buf))
-            return -errno;
-    }
-    for (size_t k = 0; k < i; k++) {
-        push_back(out, &c->comps[c->head]);
-        pop_front(c);
-    }
-    struct nbuf_comp_ part = *cut;
-    part.len = cut_len;
-    if (need_ref)
-        part.nref = 1;
-    push_back(out, &part);
-    if (whole) {
-        /* Its references moved with part, or (nref 0) stay with its run. */
-        pop_front(c);
-    } else {
-        cut->off += cut_len;
-        cut->len -= cut_len;
-        cut->start += cut_len;
-        c->base += cut_len;
-        c->total -= cut_len;
-    }
-    nbuf_assert_expensive(nbuf_composite_check_(c) && nbuf_composite_check_(out));
-    return 0;
-}
-
-NBUF_EXPORT struct nbuf *
-nbuf_composite_flatten(const struct nbuf_composite *c)
-{
-    if (unlikely(!c)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (c->count == 1 && !c->comps[c->head].is_file) {
-        const struct nbuf_comp_ *cp = &c->comps[c->head];
-        struct nbuf *b = nbuf_slice(cp->buf, cp->off, cp->len);
-        if (b || errno != EINVAL)
-            return b;
-    }
-    return copy_new(c, 0, c->total);
-}
-
-NBUF_EXPORT int
-nbuf_composite_discard_read(struct nbuf_composite *c)
-{
-    if (unlikely(!c))
-        return -EINVAL;
-    /* Read components are released as they empty; what is left to give back
-     * is ring capacity a burst grew and nothing uses now. */
-    size_t cap = c->mask + 1;
-    if (c->comps != c->inl && c->count * 4 < cap) {
-        size_t ncap = NBUF_COMP_INLINE;
-        if (c->count <= NBUF_COMP_INLINE) {
-            struct nbuf_comp_ tmp[NBUF_COMP_INLINE];
-            for (size_t i = 0; i < c->count; i++)
-                tmp[i] = *nbuf_comp_at_(c, i);
-            free(c->comps);
-            memcpy(c->inl, tmp, sizeof(tmp));
-            c->comps = c->inl;
-            c->mask = ncap - 1;
-            c->head = 0;
-            c->hint = 0;
-            return 0;
-        }
-        while (ncap < c->count * 2)
-            ncap *= 2;
-        struct nbuf_comp_ *nc = malloc(ncap * sizeof(*nc));
-        if (nc) /* else keep the big ring: nothing is lost */
-            ring_resize(c, nc, ncap);
-    }
-    return 0;
-}
-
-NBUF_EXPORT int
-nbuf_composite_iov(const struct nbuf_composite *c, struct iovec *iov, int max, size_t max_bytes)
-{
-    if (unlikely(!c || max < 0 || (!iov && max)))
-        return -EINVAL;
-    int n = 0;
-    size_t bytes = 0;
-    for (size_t i = 0; i < c->count && bytes < max_bytes; i++) {
-        const struct nbuf_comp_ *cp = nbuf_comp_at_(c, i);
-        if (cp->is_file)
-            break;
-        uint8_t *p = (uint8_t *)nbuf_comp_ptr_(cp);
-        size_t k = cp->len < max_bytes - bytes ? cp->len : max_bytes - bytes;
-        if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == (uintptr_t)p) {
-            iov[n - 1].iov_len += k;
-        } else {
-            if (n == max)
-                break;
-            iov[n].iov_base = p;
-            iov[n].iov_len = k;
-            n++;
-        }
-        bytes += k;
-    }
-    return n;
-}
-
-/* ---- read_fd ---- */
-
-size_t
-nbuf_composite_next_read_size_(const struct nbuf_composite *c)
-{
-    return read_sizes[c->rd_idx];
-}
-
-/* Netty's rule: grow fast after a read that filled the offer, shrink one
- * step after two reads in a row that fit the next smaller size. */
-static void
-read_adapt(struct nbuf_composite *c, size_t got, size_t offered)
-{
-    if (got >= offered) {
-        c->rd_idx = c->rd_idx + 2 < READ_SIZES ? c->rd_idx + 2 : READ_SIZES - 1;
-        c->rd_small = 0;
-    } else if (c->rd_idx > 0 && got <= read_sizes[c->rd_idx - 1]) {
-        if (++c->rd_small >= 2) {
-            c->rd_idx--;
-            c->rd_small = 0;
-        }
-    } else {
-        c->rd_small = 0;
-    }
-}
-
-NBUF_EXPORT ssize_t
-nbuf_composite_read_fd(struct nbuf_composite *c, int fd, size_t max)
-{
-    if (unlikely(!c))
-        return -EINVAL;
-    if (fd < 0)
-        return -EBADF;
-    size_t want = read_sizes[c->rd_idx];
-    if (max && max < want)
-        want = max;
-    if (want > SSIZE_MAX)
-        want = SSIZE_MAX;
-    int err = room_for(c, want);
-    if (err)
-        return err;
-    if ((err = nbuf_composite_reserve_(c, 1)))
-        return err;
-
-    /* Offer the room behind the last read or copy first, then a fresh
-     * buffer for the rest. */
-    struct iovec iov[2];
-    int niov = 0;
-    size_t room = 0;
-    struct nbuf *t = c->tail;
-    struct nbuf_comp_ *last = comp_last(c);
-    if (t && last && !last->is_file && last->buf == t && last->off + last->len == t->writer) {
-        room = t->capacity - t->writer;
-        if (room > want)
-            room = want;
-        if (room) {
-            iov[niov].iov_base = t->mem + t->writer;
-            iov[niov++].iov_len = room;
-        }
-    }
-    /* A fresh buffer only when the room is less than half the size we aim
-     * for: an allocation per small read would cost more than the read. */
-    struct nbuf *fresh = NULL;
-    if (room < want / 2 || !room) {
-        fresh = nbuf_alloc(c->pool, want - room > read_sizes[0] ? want - room : read_sizes[0]);
-        if (!fresh)
-            return -errno;
-        size_t k = fresh->capacity < want - room ? fresh->capacity : want - room;
-        iov[niov].iov_base = fresh->mem;
-        iov[niov++].iov_len = k;
-    }
-    ssize_t r;
-    do
-        r = nbuf_sys_.readv(fd, iov, niov);
-    while (r < 0 && errno == EINTR);
-    if (r <= 0) {
-        err = r < 0 ? -errno : 0;
-        nbuf_release(fresh);
-        return err;
-    }
-    size_t got = (size_t)r, into_tail = got < room ? got : room;
-    size_t offered = room + (fresh ? iov[niov - 1].iov_len : 0);
-    if (into_tail) {
-        t->writer += into_tail;
-        last->len += into_tail;
-        c->total += into_tail;
-    }
-    if (got > into_tail) {
-        /* The fresh buffer becomes the tail: one reference for its
-         * component (from nbuf_alloc), one for c->tail. */
-        struct nbuf_comp_ nc = {.len = got - into_tail, .off = 0, .buf = fresh, .nref = 1};
-        fresh->writer = got - into_tail;
-        push_back(c, &nc);
-        if (nbuf_retain(fresh)) {
-            nbuf_release(c->tail);
-            c->tail = fresh;
-        }
-    } else {
-        nbuf_release(fresh);
-    }
-    read_adapt(c, got, offered);
-    return r;
 }
 
 /* ---- checks ---- */
@@ -1264,5 +698,5 @@ nbuf_composite_check_(const struct nbuf_composite *c)
         return false;
     if (c->tail && nbuf_refcnt(c->tail) == 0)
         return false;
-    return c->rd_idx < READ_SIZES;
+    return c->rd_idx < NBUF_READ_SIZES;
 }

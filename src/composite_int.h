@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Composite internals shared by composite.c (components, lookups, reads,
- * framing) and flush.c (writev/sendfile): the component ring, its inline
- * accessors and the few helpers the flush needs. Tests include it too.
+ * Composite internals shared by composite.c (the container: ring, adding),
+ * composite_read.c (lookups, reads), composite_frame.c (framing),
+ * composite_recv.c (read_fd) and flush.c (writev/sendfile): the component
+ * ring, its inline accessors and the few helpers those files share. Tests
+ * include it too.
  */
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H
@@ -83,6 +85,11 @@ struct nbuf_composite {
     struct nbuf_comp_ inl[NBUF_COMP_INLINE];
 };
 
+/* read_fd's size table (composite_recv.c): its length, and the index a new
+ * composite starts at (2 KiB). */
+#define NBUF_READ_SIZES ((uint8_t)11)
+#define NBUF_READ_INITIAL 5
+
 static inline struct nbuf_comp_ *
 nbuf_comp_at_(const struct nbuf_composite *c, size_t i)
 {
@@ -93,6 +100,42 @@ static inline const uint8_t *
 nbuf_comp_ptr_(const struct nbuf_comp_ *cp)
 {
     return cp->buf->mem + cp->off;
+}
+
+static inline struct nbuf_comp_ *
+nbuf_comp_last_(const struct nbuf_composite *c)
+{
+    return c->count ? nbuf_comp_at_(c, c->count - 1) : NULL;
+}
+
+/* The room a composite has for @len more bytes: 0 or -EOVERFLOW. */
+static inline int
+nbuf_composite_room_for_(const struct nbuf_composite *c, size_t len)
+{
+    size_t t;
+    return nbuf_add_overflow_(c->total, len, &t) ? -EOVERFLOW : 0;
+}
+
+/* Append @cp (room reserved); it takes cp's references. */
+static inline void
+nbuf_composite_push_back_(struct nbuf_composite *c, const struct nbuf_comp_ *cp)
+{
+    struct nbuf_comp_ *d = &c->comps[(c->head + c->count) & c->mask];
+    *d = *cp;
+    d->start = c->base + c->total;
+    c->count++;
+    c->total += cp->len;
+}
+
+/* Remove the first component without releasing it (its references moved). */
+static inline void
+nbuf_composite_pop_front_(struct nbuf_composite *c)
+{
+    struct nbuf_comp_ *cp = &c->comps[c->head];
+    c->base += cp->len;
+    c->total -= cp->len;
+    c->head = (c->head + 1) & c->mask;
+    c->count--;
 }
 
 /* memcpy of small pieces (add_iov, the flush's staging copy). */
@@ -143,7 +186,17 @@ int nbuf_composite_reserve_(struct nbuf_composite *c, size_t more);
 void nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp);
 /* Full invariant check (tests, fuzzers, expensive asserts). */
 bool nbuf_composite_check_(const struct nbuf_composite *c);
-/* Test hooks: the next read_fd size, and the coalescing threshold. */
+
+/* ---- composite_read.c ---- */
+/* The slot of the component holding readable byte @off (< total); moves the
+ * lookup hint. */
+size_t nbuf_composite_find_slot_(const struct nbuf_composite *c, size_t off);
+/* Copy readable bytes [off, off + n) (in range) to @dst: 0, -EIO or -ESPIPE
+ * (a file region that ends early or is a pipe). */
+int nbuf_composite_copy_out_(const struct nbuf_composite *c, size_t off, void *dst, size_t n);
+
+/* ---- composite_recv.c ---- */
+/* Test hook: the size the next read_fd offers. */
 size_t nbuf_composite_next_read_size_(const struct nbuf_composite *c);
 
 /* ---- flush.c ---- */
