@@ -4,7 +4,9 @@
  * allocator, one process per run so that each links and serves only its own malloc)
  * alternately, several repetitions of every workload with the variant order rotated, and prints
  * a Markdown table of medians with nbuf's ratio to the best peer and the SPEC target verdict.
- * Variants come from the command line, or are looked up next to this executable.
+ * Variants come from the command line, or are looked up next to this executable. With --tsv
+ * FILE it also writes every repetition, the medians and the RSS over the (d) trace of each
+ * variant as tab-separated records for tests/bench/report.py.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -73,6 +75,8 @@ static unsigned nvariants;
 static bool quick, verbose;
 static unsigned reps = 7;
 static const char *only;
+static const char *tsv_path;       /* --tsv FILE */
+static char series_path[PATH_MAX]; /* the variants append their (d) RSS samples here */
 
 static void
 add_variant(const char *name, const char *path)
@@ -128,9 +132,10 @@ row_of(const char *key)
     return -1;
 }
 
-/* Run one variant on one workload and file its "key value" lines. */
+/* Run one variant on one workload and file its "key value" lines; @series (or NULL): the file
+ * the variant appends its RSS samples of workload (d) to. */
 static bool
-run_variant(struct variant *v, const char *workload)
+run_variant(struct variant *v, const char *workload, const char *series)
 {
     size_t wi = NWORKLOADS;
     for (size_t w = 0; w < NWORKLOADS; w++) {
@@ -148,7 +153,16 @@ run_variant(struct variant *v, const char *workload)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        char *args[] = {v->path, (char *)workload, quick ? "--quick" : NULL, NULL};
+        char *args[6], **a = args;
+        *a++ = v->path;
+        *a++ = (char *)workload;
+        if (quick)
+            *a++ = "--quick";
+        if (series) {
+            *a++ = "--series";
+            *a++ = (char *)series;
+        }
+        *a = NULL;
         execv(v->path, args);
         fprintf(stderr, "bench_alloc: exec %s: %s\n", v->path, strerror(errno));
         _exit(127);
@@ -243,7 +257,7 @@ loadavg(void)
     return x;
 }
 
-static double load_before;
+static double load_before, load_after;
 
 static void
 print_machine(void)
@@ -271,7 +285,7 @@ print_machine(void)
     printf("Machine: %s, %ld CPUs, Linux %s; %s; %s mode, median of %u run%s per variant; "
            "load average %.2f before, %.2f after.\n\n",
            model, sysconf(_SC_NPROCESSORS_ONLN), u.release, date, quick ? "quick" : "full", reps,
-           reps == 1 ? "" : "s", load_before, loadavg());
+           reps == 1 ? "" : "s", load_before, load_after);
 }
 
 /* The table; returns how many nbuf targets were missed. */
@@ -346,11 +360,97 @@ print_table(void)
     return missed;
 }
 
+static const char *
+tsv_text(const char *s)
+{
+    /* Tabs and newlines would break the record; the texts here have none, but be sure. */
+    static char buf[1024];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *p = buf; *p; p++) {
+        if (*p == '\t' || *p == '\n')
+            *p = ' ';
+    }
+    return buf;
+}
+
+/*
+ * --tsv FILE, one record per line, the kind first:
+ *   meta <key> <value>
+ *   variant <name> <description> <ok|failed>
+ *   info <variant> <workload> <text>
+ *   row <key> <label> <unit> <lower|higher> <none|peer|abs> <limit>
+ *   value <row key> <variant> <repetition> <value>
+ *   median <row key> <variant> <value>
+ *   rss <variant> <phase> <operation> <ms> <RSS MiB> <live requested MiB>
+ */
+static int
+write_tsv(void)
+{
+    FILE *f = fopen(tsv_path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_alloc: %s: %s\n", tsv_path, strerror(errno));
+        return 1;
+    }
+    fprintf(f, "# bench_alloc --tsv: see the comment above write_tsv() in bench_alloc.c\n");
+    fprintf(f, "meta\tmode\t%s\nmeta\treps\t%u\n", quick ? "quick" : "full", reps);
+    fprintf(f, "meta\tload_before\t%.2f\nmeta\tload_after\t%.2f\n", load_before, load_after);
+    for (unsigned i = 0; i < nvariants; i++) {
+        const struct variant *v = &variants[i];
+        fprintf(f, "variant\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
+                v->failed ? "failed" : "ok");
+        for (size_t w = 0; w < NWORKLOADS; w++) {
+            if (v->info[w][0])
+                fprintf(f, "info\t%s\t%s\t%s\n", v->name, workloads[w], tsv_text(v->info[w]));
+        }
+    }
+    static const char *const target_names[] = {"none", "peer", "abs"};
+    for (size_t r = 0; r < NROWS; r++) {
+        if (only && strcmp(only, rows[r].workload) != 0)
+            continue;
+        fprintf(f, "row\t%s\t%s\t%s\t%s\t%s\t%g\n", rows[r].key, rows[r].label, rows[r].unit,
+                rows[r].better == LOWER ? "lower" : "higher", target_names[rows[r].target],
+                rows[r].limit);
+        for (unsigned i = 0; i < nvariants; i++) {
+            const struct variant *v = &variants[i];
+            if (v->failed)
+                continue;
+            for (unsigned k = 0; k < v->nval[r]; k++)
+                fprintf(f, "value\t%s\t%s\t%u\t%.6g\n", rows[r].key, v->name, k, v->val[r][k]);
+            double m = median(v, r);
+            if (m >= 0)
+                fprintf(f, "median\t%s\t%s\t%.6g\n", rows[r].key, v->name, m);
+        }
+    }
+    /* The variants' RSS samples, as they wrote them. */
+    FILE *in = fopen(series_path, "r");
+    char line[512];
+    while (in && fgets(line, sizeof(line), in))
+        fputs(line, f);
+    if (in)
+        fclose(in);
+    unlink(series_path);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "bench_alloc: writing %s failed\n", tsv_path);
+        return 1;
+    }
+    return 0;
+}
+
 /* Instructions per 64 B pair under callgrind, counted inside run_pairs only (fixed count). */
 static int
 run_callgrind(void)
 {
     const unsigned long iters = 200000;
+    FILE *tsv = NULL;
+    if (tsv_path) {
+        tsv = fopen(tsv_path, "w");
+        if (!tsv) {
+            fprintf(stderr, "bench_alloc: %s: %s\n", tsv_path, strerror(errno));
+            return 1;
+        }
+        /* callgrind <variant> <instructions per pair>, or <variant> n/a */
+        fprintf(tsv, "# bench_alloc --callgrind --tsv\nmeta\titers\t%lu\n", iters);
+    }
     printf("| variant | instructions per 64 B alloc+release pair |\n|---|---:|\n");
     for (unsigned i = 0; i < nvariants; i++) {
         struct variant *v = &variants[i];
@@ -388,10 +488,18 @@ run_callgrind(void)
         unlink(out);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || total < 0) {
             printf("| %s | n/a (valgrind failed, status %d) |\n", v->name, status);
+            if (tsv)
+                fprintf(tsv, "callgrind\t%s\tn/a\n", v->name);
             continue;
         }
         /* run_pairs' own loop, touch and calls are included (12 instructions with gcc 12). */
         printf("| %s | %.1f |\n", v->name, total / (double)iters);
+        if (tsv)
+            fprintf(tsv, "callgrind\t%s\t%.1f\n", v->name, total / (double)iters);
+    }
+    if (tsv && fclose(tsv) != 0) {
+        fprintf(stderr, "bench_alloc: writing %s failed\n", tsv_path);
+        return 1;
     }
     return 0;
 }
@@ -401,9 +509,12 @@ usage(void)
 {
     fprintf(stderr,
             "usage: bench_alloc [--quick] [--reps N] [--only pairs|live|pc|rss] [--callgrind] [-v] "
-            "[bench_alloc_<variant>...]\n"
+            "[--tsv FILE] [bench_alloc_<variant>...]\n"
             "  Runs every variant alternately and prints a Markdown table of medians.\n"
             "  --callgrind: instructions per 64 B pair of each variant under valgrind instead.\n"
+            "  --tsv FILE: also write every run, the medians and the RSS over the (d) trace\n"
+            "  (with --callgrind: the instruction counts) as tab-separated records for\n"
+            "  tests/bench/report.py.\n"
             "  NBUF_BENCH_QUICK=1 is the same as --quick (one short run each).\n");
     exit(2);
 }
@@ -426,6 +537,8 @@ main(int argc, char **argv)
             reps_set = true;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--tsv") == 0 && i + 1 < argc)
+            tsv_path = argv[++i];
         else if (argv[i][0] == '-')
             usage();
         else
@@ -451,10 +564,14 @@ main(int argc, char **argv)
     /* Each variant names the allocator serving its malloc, or refuses. */
     int status = 0;
     for (unsigned i = 0; i < nvariants; i++) {
-        if (!run_variant(&variants[i], "check")) {
+        if (!run_variant(&variants[i], "check", NULL)) {
             variants[i].failed = true;
             status = 1;
         }
+    }
+    if (tsv_path) {
+        snprintf(series_path, sizeof(series_path), "%s.rss.%d", tsv_path, (int)getpid());
+        unlink(series_path);
     }
     for (unsigned rep = 0; rep < reps; rep++) {
         for (size_t w = 0; w < NWORKLOADS; w++) {
@@ -464,7 +581,9 @@ main(int argc, char **argv)
             /* Rotate the order so no variant always runs first (or after the same one). */
             for (unsigned k = 0; k < nvariants; k++) {
                 struct variant *v = &variants[(k + rep) % nvariants];
-                if (!v->failed && !run_variant(v, workloads[w])) {
+                /* One RSS series per variant: the first run of (d). */
+                bool sample = tsv_path && rep == 0 && strcmp(workloads[w], "rss") == 0;
+                if (!v->failed && !run_variant(v, workloads[w], sample ? series_path : NULL)) {
                     v->failed = true;
                     status = 1;
                 }
@@ -472,6 +591,7 @@ main(int argc, char **argv)
         }
     }
 
+    load_after = loadavg();
     print_machine();
     for (unsigned i = 0; i < nvariants; i++) {
         printf("- %s: %s%s\n", variants[i].name, variants[i].desc,
@@ -489,5 +609,7 @@ main(int argc, char **argv)
         printf("Some variants failed or refused: see above and stderr.\n");
     else
         printf("%d target%s missed.\n", missed, missed == 1 ? "" : "s");
+    if (tsv_path && write_tsv() != 0)
+        status = 1;
     return status;
 }

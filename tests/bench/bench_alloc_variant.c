@@ -4,7 +4,9 @@
  * (-DBENCH_NBUF, -DBENCH_GLIBC, -DBENCH_JEMALLOC, -DBENCH_TCMALLOC, -DBENCH_MIMALLOC) so each
  * links only its own malloc; runs one workload per invocation and prints "key value" lines for
  * the driver (bench_alloc.c). It refuses to run when malloc is served by another allocator than
- * the one it was built for. Every variant replays the same fixed-seed traces.
+ * the one it was built for. Every variant replays the same fixed-seed traces. With --series FILE,
+ * workload (d) also appends its RSS over the trace to FILE (for the plots of
+ * tests/bench/report.sh).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -116,8 +118,9 @@ obj_mem(obj *o)
 
 static struct {
     bool quick;
-    uint64_t iters; /* 0: time-boxed */
-    size_t size;    /* 0: every size of workload (a) */
+    uint64_t iters;     /* 0: time-boxed */
+    size_t size;        /* 0: every size of workload (a) */
+    const char *series; /* (d): append RSS samples over the trace to this file */
 } opt;
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -184,6 +187,61 @@ static double
 mib(double bytes)
 {
     return bytes / (1024.0 * 1024.0);
+}
+
+/* ---- RSS over the (d) trace, for --series: cheap samples from /proc/self/statm ---- */
+
+static FILE *series;
+static uint64_t series_t0;
+
+/* Resident bytes: the second field of statm, in pages. */
+static uint64_t
+statm_rss_bytes(void)
+{
+    char buf[256];
+    int fd = open("/proc/self/statm", O_RDONLY);
+    if (fd < 0)
+        die("open /proc/self/statm: %s", strerror(errno));
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        die("read /proc/self/statm failed");
+    buf[n] = 0;
+    unsigned long long size = 0, resident = 0;
+    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+        die("cannot parse /proc/self/statm");
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void
+series_open(void)
+{
+    if (!opt.series)
+        return;
+    series = fopen(opt.series, "a");
+    if (!series)
+        die("open %s: %s", opt.series, strerror(errno));
+    series_t0 = now_ns();
+}
+
+/* One tab-separated line: rss, variant, phase, operation, ms since the start, RSS and live
+ * requested MiB (RSS is the whole process: the baseline is in the "start" sample). */
+static void
+series_sample(const char *phase, uint64_t op, uint64_t live_bytes)
+{
+    if (!series)
+        return;
+    fprintf(series, "rss\t%s\t%s\t%llu\t%.3f\t%.3f\t%.3f\n", VARIANT, phase, (unsigned long long)op,
+            (double)(now_ns() - series_t0) / 1e6, mib((double)statm_rss_bytes()),
+            mib((double)live_bytes));
+}
+
+static void
+series_close(void)
+{
+    if (series && fclose(series) != 0)
+        die("write %s: %s", opt.series, strerror(errno));
+    series = NULL;
 }
 
 static void
@@ -623,7 +681,9 @@ workload_rss(void)
     memset(sizes, 0, cap * sizeof(*sizes));
     obj *o = obj_alloc(1); /* initialise the allocator before the baseline */
     obj_free(o);
+    series_open();
     uint64_t rss0 = proc_status_bytes("VmRSS:");
+    series_sample("start", 0, 0);
 
     uint64_t s = SEED ^ 2, live_bytes = 0;
     size_t n = 0;
@@ -634,11 +694,14 @@ workload_rss(void)
             die("allocation failed");
         touch_pages(obj_mem(live[n]), sizes[n]);
         live_bytes += sizes[n++];
+        if (n % 64 == 0)
+            series_sample("fill", n, live_bytes);
     }
+    series_sample("fill", n, live_bytes);
     /* Sample in the second half only: by then every slot was replaced many times. */
     double worst = 0, sum = 0;
     unsigned nsamples = 0;
-    uint64_t every = replacements / 20;
+    uint64_t every = replacements / 20, series_every = replacements / 200;
     for (uint64_t i = 1; i <= replacements; i++) {
         size_t j = rng_next(&s) % n;
         live_bytes -= sizes[j];
@@ -655,13 +718,23 @@ workload_rss(void)
             sum += ratio;
             nsamples++;
         }
+        if (series && series_every && i % series_every == 0)
+            series_sample("replace", n + i, live_bytes);
     }
     print_pool_stats("rss steady state");
     uint64_t hwm = proc_status_bytes("VmHWM:");
-    for (size_t j = 0; j < n; j++)
+    uint64_t left = live_bytes; /* live_bytes stays the steady-state figure for d.live */
+    for (size_t j = 0; j < n; j++) {
         obj_free(live[j]);
+        left -= sizes[j];
+        if ((j + 1) % 64 == 0)
+            series_sample("free", n + replacements + j + 1, left);
+    }
+    series_sample("free", n + replacements + n, 0);
     allocator_trim();
     uint64_t rss1 = proc_status_bytes("VmRSS:");
+    series_sample("trim", n + replacements + n, 0);
+    series_close();
     printf("d.ratio %.4f\n", worst);
     printf("d.ratio_mean %.4f\n", nsamples ? sum / nsamples : 0.0);
     printf("d.live %.2f\n", mib((double)live_bytes));
@@ -678,8 +751,9 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: bench_alloc_" VARIANT " check|pairs|live|pc|rss [--quick] "
-                    "[--iters N] [--size BYTES]\n"
-                    "  --iters N  fixed count instead of a time budget (for callgrind)\n");
+                    "[--iters N] [--size BYTES] [--series FILE]\n"
+                    "  --iters N  fixed count instead of a time budget (for callgrind)\n"
+                    "  --series FILE  rss: append the RSS over the trace to FILE (TSV)\n");
     exit(2);
 }
 
@@ -695,6 +769,8 @@ main(int argc, char **argv)
             opt.iters = strtoull(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
             opt.size = strtoull(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--series") == 0 && i + 1 < argc)
+            opt.series = argv[++i];
         else
             usage();
     }

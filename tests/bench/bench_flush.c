@@ -8,7 +8,13 @@
  * Then: random nbuf_composite_get over 1..100000 components (the O(log n)
  * curve) and building + freeing a 1000-component composite.
  *
- * Usage: bench_flush [--quick]   (or NBUF_BENCH_QUICK=1)
+ * Usage: bench_flush [--quick] [--tsv FILE]   (or NBUF_BENCH_QUICK=1)
+ *   --tsv FILE: also write every figure as tab-separated records (for tests/bench/report.py):
+ *     meta <key> <value>
+ *     frame_run <S> <strategy> <repetition> <wall ns/frame> <sending thread CPU ns/frame>
+ *     frame <S> <strategy> <median wall ns/frame> <median CPU ns/frame>
+ *     get <components> <ns/get>
+ *     build <what> <ns per composite> <components> <ns per component>
  */
 #include <errno.h>
 #include <limits.h>
@@ -39,6 +45,7 @@
 static const size_t sizes[NSIZES] = {16, 64, 256, 1024, 4096, 16384, 65536};
 
 static int quick;
+static FILE *tsv; /* --tsv FILE, or NULL */
 
 static uint64_t
 now_ns(void)
@@ -325,10 +332,12 @@ print_row(size_t s, const double *m)
 static void
 bench_frames(void)
 {
-    int reps = quick ? 3 : 15;
+    int reps = quick ? 3 : 15, frames = quick ? 200 : 1000;
     printf("Frame flush: %d B header + %d KiB payload in slices of S, UNIX socketpair,\n"
            "reader thread; ns per frame, median of %d runs (strategies alternate).\n\n",
            HDR, PAYLOAD / 1024, reps);
+    if (tsv)
+        fprintf(tsv, "meta\treps\t%d\nmeta\tframes\t%d\n", reps, frames);
     printf("%7s", "S");
     for (size_t k = 0; k < NSTRAT; k++)
         printf(" %14s", strategies[k].name);
@@ -339,7 +348,6 @@ bench_frames(void)
     printf("\n");
     for (int si = 0; si < NSIZES; si++) {
         size_t s = sizes[si];
-        int frames = quick ? 200 : 1000;
         double res[NSTRAT][32], cres[NSTRAT][32];
         for (size_t k = 0; k < NSTRAT; k++)
             run(&strategies[k], s, frames / 10 + 1, NULL); /* warm up */
@@ -357,8 +365,16 @@ bench_frames(void)
                         cv[n] = cres[j][r];
                         v[n++] = res[j][r];
                     }
+            if (tsv) {
+                for (int r = 0; r < n; r++)
+                    fprintf(tsv, "frame_run\t%zu\t%s\t%d\t%.1f\t%.1f\n", s, strategies[k].name, r,
+                            v[r], cv[r]);
+            }
             med[k] = median(v, n);
             cpus[si][k] = median(cv, n);
+            if (tsv)
+                fprintf(tsv, "frame\t%zu\t%s\t%.1f\t%.1f\n", s, strategies[k].name, med[k],
+                        cpus[si][k]);
         }
         print_row(s, med);
         fflush(stdout);
@@ -412,6 +428,8 @@ bench_lookup(void)
         }
         double ns = (double)(now_ns() - t0) / iters;
         printf("%12zu %10.1f%s\n", counts[k], ns, sink == 42 ? " " : "");
+        if (tsv)
+            fprintf(tsv, "get\t%zu\t%.2f\n", counts[k], ns);
         nbuf_composite_free(c);
     }
     nbuf_release(b);
@@ -469,12 +487,36 @@ bench_build(void)
     printf("  10 fresh pooled 64 B buffers (alloc + add):   %9.0f ns  "
            "(folly IOBuf chain of 10: ~160-180 ns published)\n",
            cc);
+    if (tsv) {
+        fprintf(tsv, "build\tadd_slice\t%.0f\t1000\t%.2f\n", a, a / 1000);
+        fprintf(tsv, "build\talloc+add\t%.0f\t1000\t%.2f\n", bb, bb / 1000);
+        fprintf(tsv, "build\talloc+add\t%.0f\t10\t%.2f\n", cc, cc / 10);
+    }
 }
 
 int
 main(int argc, char **argv)
 {
-    quick = (argc > 1 && !strcmp(argv[1], "--quick")) || getenv("NBUF_BENCH_QUICK");
+    const char *tsv_path = NULL;
+    quick = getenv("NBUF_BENCH_QUICK") != NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--tsv") && i + 1 < argc)
+            tsv_path = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_flush [--quick] [--tsv FILE]\n");
+            return 2;
+        }
+    }
+    if (tsv_path) {
+        tsv = fopen(tsv_path, "w");
+        if (!tsv)
+            die(tsv_path);
+        fprintf(tsv, "# bench_flush --tsv: records described at the top of bench_flush.c\n");
+        fprintf(tsv, "meta\tmode\t%s\n", quick ? "quick" : "full");
+        fprintf(tsv, "meta\theader\t%d\nmeta\tpayload\t%d\n", HDR, PAYLOAD);
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
         die("socketpair");
     /* Room for a few frames in flight, so that the writer measures its own
@@ -518,5 +560,7 @@ main(int argc, char **argv)
     free(pieces);
     close(sv[0]);
     close(sv[1]);
+    if (tsv && fclose(tsv) != 0)
+        die("writing the TSV");
     return 0;
 }

@@ -9,14 +9,27 @@
 # reported, with the server's CPU time per request (user + system, read
 # from /proc): a figure that holds even when the machine is busy.
 #
-# usage: docs/examples/http/bench.sh [path/to/nbuf-http]
+# usage: docs/examples/http/bench.sh [--tsv FILE] [path/to/nbuf-http]
 #   (build it with: meson setup build-release --buildtype=release
 #    -Ddebug_checks=0 && ninja -C build-release)
+#   --tsv FILE: also write the figures as tab-separated records (for
+#   tests/bench/report.py), one per line, the kind first:
+#     meta <key> <value>
+#     run <nginx|nbuf-http> <file> <repetition> <req/s> <server CPU µs per request>
 # env: WORKERS (1), CONNS (50), WRK_THREADS (2), DURATION (seconds, 5),
 #      REPS (3), NH_ARGS (extra nbuf-http options), NGINX_EXTRA (extra
 #      directives in nginx's http block), FILES ("1k 1m")
 set -euo pipefail
 
+TSV=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --tsv) TSV=${2:?--tsv needs a file}; shift 2 ;;
+    --tsv=*) TSV=${1#--tsv=}; shift ;;
+    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) break ;;
+    esac
+done
 NH=${1:-build-release/docs/examples/http/nbuf-http}
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-50}
@@ -36,6 +49,25 @@ done
 [ -x "$NH" ] || { echo "bench.sh: no nbuf-http at $NH" >&2; exit 2; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# tsv FIELD... -> one tab-separated record in $TSV (nothing without --tsv)
+tsv() {
+    [ -n "$TSV" ] || return 0
+    local IFS=$'\t'
+    printf '%s\n' "$*" >>"$TSV"
+}
+if [ -n "$TSV" ]; then
+    echo "# docs/examples/http/bench.sh --tsv: records described at the top of the script" >"$TSV"
+fi
+tsv meta workers "$WORKERS"
+tsv meta conns "$CONNS"
+tsv meta wrk_threads "$WRK_THREADS"
+tsv meta duration "$DURATION"
+tsv meta reps "$REPS"
+tsv meta nh_args "$NH_ARGS"
+tsv meta nginx_extra "$NGINX_EXTRA"
+tsv meta nginx_version "$(nginx -v 2>&1 | sed 's/.*: //')"
+tsv meta load_before "${LOAD_BEFORE%% *}"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -121,9 +153,9 @@ cpu_ticks() { # pid
 }
 HZ=$(getconf CLK_TCK)
 
-# run_wrk name pid port file -> appends "rps cpu_us_per_request" to $WORK/name.file
+# run_wrk name pid port file rep -> appends "rps cpu_us_per_request" to $WORK/name.file
 run_wrk() {
-    local name=$1 pid=$2 port=$3 file=$4 out t0 t1 n rps
+    local name=$1 pid=$2 port=$3 file=$4 rep=$5 out t0 t1 n rps
     t0=$(cpu_ticks "$pid")
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$port/$file.bin")
     t1=$(cpu_ticks "$pid")
@@ -135,6 +167,8 @@ run_wrk() {
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     awk -v r="$rps" -v n="$n" -v d=$((t1 - t0)) -v hz="$HZ" \
         'BEGIN { printf "%.0f %.2f\n", r, n ? d * 1e6 / hz / n : 0 }' >>"$WORK/$name.$file"
+    # shellcheck disable=SC2046 # two fields: req/s and CPU µs per request
+    tsv run "$name" "$file" "$rep" $(tail -n 1 "$WORK/$name.$file")
     printf '  %-9s %-3s  %8.0f req/s\n' "$name" "$file" "$rps" >&2
 }
 
@@ -149,11 +183,11 @@ for rep in $(seq "$REPS"); do
     for f in $FILES; do
         # Alternate who goes first, so drift in the machine's load is shared.
         if [ $((rep % 2)) = 1 ]; then
-            run_wrk nginx "$NGX_PID" "$NGX_PORT" "$f"
-            run_wrk nbuf-http "$NH_PID" "$NH_PORT" "$f"
+            run_wrk nginx "$NGX_PID" "$NGX_PORT" "$f" "$rep"
+            run_wrk nbuf-http "$NH_PID" "$NH_PORT" "$f" "$rep"
         else
-            run_wrk nbuf-http "$NH_PID" "$NH_PORT" "$f"
-            run_wrk nginx "$NGX_PID" "$NGX_PORT" "$f"
+            run_wrk nbuf-http "$NH_PID" "$NH_PORT" "$f" "$rep"
+            run_wrk nginx "$NGX_PID" "$NGX_PORT" "$f" "$rep"
         fi
     done
 done
@@ -187,6 +221,8 @@ for f in $FILES; do
         printf "| %-5s | %11d | %15d | %16.2f | %16.2f | %16.2f | %20.2f |\n",
             size, a, b, b / a, r, ca, cb }'
 done
+
+tsv meta load_after "$(cut -d' ' -f1 /proc/loadavg)"
 
 kill -TERM "$NH_PID"
 wait "$NH_PID" || { echo "bench.sh: nbuf-http exited with status $?" >&2; exit 1; }

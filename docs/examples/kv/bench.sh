@@ -10,22 +10,57 @@
 #     values, the default; slice every value: --copy-below 0 --inline-max 0),
 #     with RSS after the run.
 #
-# usage: docs/examples/kv/bench.sh [path/to/nbuf-kv]
+# usage: docs/examples/kv/bench.sh [--tsv FILE] [path/to/nbuf-kv]
 #   (build it with: meson setup build-release --buildtype=release
 #    -Ddebug_checks=0 && ninja -C build-release)
-# env: N (500000), REPS (3), MEMORY=0 to skip part 2, KV_ARGS (extra nbuf-kv options)
+#   --tsv FILE: also write the figures as tab-separated records (for
+#   tests/bench/report.py), one per line, the kind first:
+#     meta <key> <value>
+#     run <redis-server|nbuf-kv> <repetition> <SET ops/s> <GET ops/s>
+#     cpu <server> <server CPU ns per request, over all repetitions>
+#     hwm <server> <peak RSS KiB>
+#     memory <value size> <keys> <requests> <redis|default|copy16k|slice-all> <server>
+#            <ops/s> <keys stored> <RSS KiB> <peak KiB>
+# env: N (500000), REPS (3), MEMORY=0 to skip part 2, KV_ARGS (extra nbuf-kv options),
+#      MEMORY_SPECS (part 2's SIZE:KEYS:REQUESTS list, default
+#      "100:100000:1000000 1000:100000:1000000 20000:5000:50000 100000:1000:10000")
 set -euo pipefail
 
+TSV=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --tsv) TSV=${2:?--tsv needs a file}; shift 2 ;;
+    --tsv=*) TSV=${1#--tsv=}; shift ;;
+    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) break ;;
+    esac
+done
 KV=${1:-build-release/docs/examples/kv/nbuf-kv}
 N=${N:-500000}
 REPS=${REPS:-3}
 MEMORY=${MEMORY:-1}
 KV_ARGS=${KV_ARGS:-}
+MEMORY_SPECS=${MEMORY_SPECS:-100:100000:1000000 1000:100000:1000000 20000:5000:50000 100000:1000:10000}
 
 for t in redis-server redis-benchmark redis-cli python3; do
     command -v "$t" >/dev/null || { echo "bench.sh: $t is not installed" >&2; exit 77; }
 done
 [ -x "$KV" ] || { echo "bench.sh: no nbuf-kv at $KV" >&2; exit 2; }
+
+# tsv FIELD... -> one tab-separated record in $TSV (nothing without --tsv)
+tsv() {
+    [ -n "$TSV" ] || return 0
+    local IFS=$'\t'
+    printf '%s\n' "$*" >>"$TSV"
+}
+if [ -n "$TSV" ]; then
+    echo "# docs/examples/kv/bench.sh --tsv: records described at the top of the script" >"$TSV"
+fi
+tsv meta n "$N"
+tsv meta reps "$REPS"
+tsv meta kv_args "$KV_ARGS"
+tsv meta redis_version "$(redis-server --version | awk '{print $3}' | sed 's/^v=//')"
+tsv meta load_before "$(cut -d' ' -f1 /proc/loadavg)"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -61,6 +96,7 @@ NKV=0
 start_kv() {
     NKV=$((NKV + 1))
     local out="$WORK/kv.$NKV.out"
+    # shellcheck disable=SC2086 # KV_ARGS is a list of options
     "$KV" --port 0 $KV_ARGS "$@" >"$out" &
     PID=$!
     PIDS+=("$PID")
@@ -109,12 +145,20 @@ RT=0; KT=0
 for i in $(seq "$REPS"); do
     t=$(cpu_ticks "$RPID"); rps "$RPORT" >>"$WORK/r.txt"; RT=$((RT + $(cpu_ticks "$RPID") - t))
     t=$(cpu_ticks "$KPID"); rps "$KPORT" >>"$WORK/k.txt"; KT=$((KT + $(cpu_ticks "$KPID") - t))
+    # shellcheck disable=SC2046 # two fields: SET and GET
+    tsv run redis-server "$i" $(tail -n 1 "$WORK/r.txt")
+    # shellcheck disable=SC2046
+    tsv run nbuf-kv "$i" $(tail -n 1 "$WORK/k.txt")
 done
 HZ=$(getconf CLK_TCK)
 # server CPU time per request, in ns (steadier than ops/s on a shared machine)
 RNS=$((RT * 1000000000 / HZ / (2 * N * REPS))); KNS=$((KT * 1000000000 / HZ / (2 * N * REPS)))
 RHWM=$(kib "$RPID" VmHWM); KHWM=$(kib "$KPID" VmHWM)
 stop "$KPID"; stop "$RPID"
+tsv cpu redis-server "$RNS"
+tsv cpu nbuf-kv "$KNS"
+tsv hwm redis-server "$RHWM"
+tsv hwm nbuf-kv "$KHWM"
 
 echo "## Throughput: redis-benchmark -t set,get -P 16 -c 50 -n $N -q (median of $REPS, alternated)"
 echo
@@ -129,13 +173,16 @@ echo "runs (SET GET): redis-server $(tr '\n' ';' <"$WORK/r.txt")"
 echo "runs (SET GET): nbuf-kv $(tr '\n' ';' <"$WORK/k.txt")"
 echo
 
-[ "$MEMORY" = 1 ] || exit 0
+if [ "$MEMORY" != 1 ]; then
+    tsv meta load_after "$(cut -d' ' -f1 /proc/loadavg)"
+    exit 0
+fi
 
 echo "## Memory: redis-benchmark -t set -P 16 -c 50 -r KEYS -d SIZE -n REQUESTS"
 echo
 echo "| value size | keys (-r) | requests | server | ops/s | keys stored | RSS after | peak RSS |"
 echo "|---:|---:|---:|---|---:|---:|---:|---:|"
-for spec in 100:100000:1000000 1000:100000:1000000 20000:5000:50000 100000:1000:10000; do
+for spec in $MEMORY_SPECS; do
     IFS=: read -r size keys reqs <<<"$spec"
     for srv in redis default copy16k slice-all; do
         case $srv in
@@ -157,6 +204,8 @@ for spec in 100:100000:1000000 1000:100000:1000000 20000:5000:50000 100000:1000:
         esac
         printf "| %s B | %s | %s | %s | %s | %s | %s KiB | %s KiB |\n" \
             "$size" "$keys" "$reqs" "$name" "$ops" "$stored" "$rss" "$hwm"
+        tsv memory "$size" "$keys" "$reqs" "$srv" "$name" "$ops" "$stored" "$rss" "$hwm"
         stop "$PID"
     done
 done
+tsv meta load_after "$(cut -d' ' -f1 /proc/loadavg)"
