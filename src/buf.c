@@ -193,7 +193,8 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
     /* capacity - 1: a 0-byte request takes the slow path even in pools whose
      * flags force it (fast_max == 0). */
     if (likely(p && capacity - 1 < p->fast_max && nbuf_tls_.pool_id == p->id)) {
-        struct nbuf_tcache_bin *bin = &tc->bins[nbuf_sz_index_(capacity)];
+        /* fast_max <= NBUF_LOOKUP2_MAX: a table lookup, never a call. */
+        struct nbuf_tcache_bin *bin = &tc->bins[nbuf_sz_index_table_(capacity)];
         struct nbuf *b = bin->head;
         if (likely(b)) {
             /* Cached pairs are normalised on their way in (max_capacity,
@@ -320,7 +321,7 @@ nbuf_buf_dead_(const struct nbuf *b, const char *op)
     return -EINVAL;
 }
 
-static int
+static __attribute__((noinline)) int
 release_shared(struct nbuf *b, uint32_t r)
 {
     if (unlikely(b->magic != NBUF_MAGIC))
@@ -340,8 +341,9 @@ release_shared(struct nbuf *b, uint32_t r)
     return nbuf_buf_dead_(b, "nbuf_release");
 }
 
-/* The last reference of a buffer that takes the slow path. */
-static int
+/* The last reference of a buffer that takes the slow path. Out of line (as
+ * the two below), so the release fast path needs no stack frame. */
+static __attribute__((noinline)) int
 release_last_slow(struct nbuf *b)
 {
     if (unlikely(b->magic != NBUF_MAGIC))
@@ -358,6 +360,13 @@ release_last_slow(struct nbuf *b)
         atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
     }
     nbuf_buf_free_(b);
+    return 1;
+}
+
+static __attribute__((noinline)) int
+release_gc(struct nbuf_tcache *tc)
+{
+    nbuf_tcache_gc_(tc);
     return 1;
 }
 
@@ -388,7 +397,7 @@ nbuf_release(struct nbuf *b)
                 b->tid = tc->id;
             }
             if (unlikely(((nrel + 1) & 4095) == 0))
-                nbuf_tcache_gc_(tc);
+                return release_gc(tc);
             return 1;
         }
     }

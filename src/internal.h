@@ -86,6 +86,17 @@ nbuf_sz_index_(size_t size)
     return nbuf_sz_index_slow_(size);
 }
 
+/* The same for size <= NBUF_LOOKUP2_MAX only: no call, so a caller's fast
+ * path needs no stack frame. */
+static inline unsigned
+nbuf_sz_index_table_(size_t size)
+{
+    nbuf_assert_internal(size <= NBUF_LOOKUP2_MAX);
+    if (likely(size <= NBUF_LOOKUP_MAX))
+        return nbuf_sz_lookup_[(size + NBUF_QUANTUM - 1) >> NBUF_LG_QUANTUM];
+    return nbuf_sz_lookup2_[(size + 1023) >> 10];
+}
+
 /* ---- backing.c ---- */
 int nbuf_backing_init_(struct nbuf_backing *bk, const struct nbuf_pool_config *cfg);
 void *nbuf_backing_alloc_(struct nbuf_backing *bk, size_t size, size_t align);
@@ -156,6 +167,9 @@ uint32_t nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind);
 uint32_t nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind);
 
 /* ---- pool.c ---- */
+/* The largest request the allocation fast path may take in @p (<=
+ * NBUF_LOOKUP2_MAX), unless a mode forces the slow paths (then fast_max 0). */
+size_t nbuf_pool_fast_max_(const struct nbuf_pool *p);
 int nbuf_pool_trim_all_(struct nbuf_pool *p);
 struct nbuf_arena *nbuf_pool_bind_arena_(struct nbuf_pool *p);
 bool nbuf_pool_check_(struct nbuf_pool *p);

@@ -228,11 +228,7 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     p->buf_flags = (uint8_t)(((cfg.flags & NBUF_POOL_CHECKED) ? NBUF_F_CHECKED : 0) |
                              ((cfg.flags & NBUF_POOL_SCRUB) ? NBUF_F_SCRUB : 0));
     p->buf_slow = p->buf_flags != 0;
-    p->fast_max = p->slow_alloc                              ? 0
-                  : cfg.cache_max_size < cfg.max_buffer_size ? cfg.cache_max_size
-                                                             : cfg.max_buffer_size;
-    if (p->fast_max > nbuf_sz_usize_(p->ncached ? p->ncached - 1 : 0))
-        p->fast_max = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
+    p->fast_max = p->slow_alloc ? 0 : nbuf_pool_fast_max_(p);
     /* NBUF_LEAK, checked mode, valgrind: may force the slow paths. */
     err = nbuf_debug_pool_init_(p);
     if (err)
@@ -289,6 +285,18 @@ uint32_t
 nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind)
 {
     return 2 * cache_cap(p, szind);
+}
+
+size_t
+nbuf_pool_fast_max_(const struct nbuf_pool *p)
+{
+    size_t max = p->cfg.cache_max_size < p->cfg.max_buffer_size ? p->cfg.cache_max_size
+                                                                : p->cfg.max_buffer_size;
+    size_t top = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
+    if (max > top)
+        max = top;
+    /* Larger cached classes still hit the cache, one call further down. */
+    return max < NBUF_LOOKUP2_MAX ? max : NBUF_LOOKUP2_MAX;
 }
 
 struct nbuf_arena *

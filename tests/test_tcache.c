@@ -599,3 +599,36 @@ Test(tcache, foreign_header_in_stash_at_pool_free)
     t_thread_assert_ok();
     t_pool_done(p);
 }
+
+/* Classes cached above the table lookup (64 KiB) take a call more on
+ * allocation but still come from the thread cache. */
+Test(tcache, large_cached_classes_beyond_the_fast_path)
+{
+    if (t_bypass())
+        cr_skip("pooled layout");
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.cache_max_size = 1u << 20;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    if (p->cfg.flags & (NBUF_POOL_NO_CACHE | NBUF_POOL_CHECKED)) {
+        t_pool_done(p);
+        cr_skip("thread caches disabled by the environment");
+    }
+    cr_assert_leq(p->fast_max, 64u << 10);
+    struct nbuf *b = nbuf_alloc(p, 256u << 10);
+    cr_assert_not_null(b);
+    uint8_t *mem = b->mem;
+    unsigned szind = b->szind;
+    struct nbuf_tcache *tc = my_tcache(p);
+    struct nbuf_tcache_bin *bin = &tc->bins[szind];
+    cr_assert_gt(bin->cap, 0, "class %u not cached (cap 0)", szind);
+    uint32_t before = nbuf_tcache_bin_count_(bin);
+    nbuf_release(b);
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), before + 1, "not cached");
+    b = nbuf_alloc(p, 256u << 10);
+    cr_assert_eq(b->mem, mem, "not served from the cache");
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), before);
+    nbuf_release(b);
+    t_pool_done(p);
+}

@@ -332,12 +332,9 @@ restore_fast_paths(void)
 #ifdef RUNNING_ON_VALGRIND
     if (!RUNNING_ON_VALGRIND || pool->cfg.flags || pool->leaks || !pool->ncached)
         return;
-    size_t max = pool->cfg.cache_max_size < pool->cfg.max_buffer_size ? pool->cfg.cache_max_size
-                                                                      : pool->cfg.max_buffer_size;
-    size_t top = nbuf_sz_usize_(pool->ncached - 1);
     pool->slow_alloc = 0;
     pool->buf_slow = 0;
-    pool->fast_max = max < top ? max : top;
+    pool->fast_max = nbuf_pool_fast_max_(pool);
     printf("# nbuf fast paths restored under valgrind (fast_max %zu)\n", pool->fast_max);
 #endif
 }
