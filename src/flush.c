@@ -31,11 +31,12 @@
 
 /*
  * Components of at most this many bytes are copied into the staging buffer
- * when a neighbour is tiny too. Measured with tests/bench/bench_flush on a
- * UNIX socketpair: a copied byte costs ~0.1 ns, one more iovec ~15-25 ns, so
- * the break-even lies between 128 and 256 B (see docs/design.md).
+ * when a neighbour is tiny too. Measured on a quiet machine (UNIX socketpair,
+ * 64 KiB frames of S-byte slices, CPU time, staged / iovecs): 0.51 at 64 B,
+ * 0.86 at 128, 0.94 at 192, 0.99 at 256, 1.05 at 384, 0.99-1.12 from 512
+ * (see docs/design.md).
  */
-size_t nbuf_flush_coalesce_max_ = 512;
+size_t nbuf_flush_coalesce_max_ = 256;
 
 __attribute__((noinline)) void
 nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n)
