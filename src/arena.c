@@ -408,9 +408,7 @@ nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep)
 void
 nbuf_arena_fini_(struct nbuf_arena *a)
 {
-    /* The caller trimmed every arena of the pool first: headers migrate
-     * between arenas (a view header goes back to the releasing thread's
-     * arena), so another arena's stash may hold headers from our blocks. */
+    /* The pool trimmed every arena first (arenas_destroy in pool.c says why). */
     nbuf_assert(a->nchunks == 0 && a->stash_bytes == 0);
     for (uint32_t i = 0; i < a->nhblocks; i++)
         free(a->hblocks[i]);

@@ -203,6 +203,26 @@ nbuf_composite_free(struct nbuf_composite *c)
 
 /* ---- adding ---- */
 
+/*
+ * Add [off, off + len) of @last's buffer @b behind it, without a reference
+ * of its own: adjacent bytes grow @last (nginx merges such neighbours too),
+ * others become a new component that the run's references move to. Room in
+ * the ring reserved; the total cannot overflow.
+ */
+static inline void
+extend_run(struct nbuf_composite *c, struct nbuf_comp_ *last, struct nbuf *b, size_t off,
+           size_t len)
+{
+    if (last->off + last->len == off) {
+        last->len += len;
+        c->total += len;
+        return;
+    }
+    uint32_t nref = last->nref;
+    last->nref = 0;
+    push_back_buf(c, b, off, len, nref);
+}
+
 static inline int
 reserve1(struct nbuf_composite *c)
 {
@@ -217,8 +237,7 @@ reserve1(struct nbuf_composite *c)
 static __attribute__((noinline)) int
 add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool take)
 {
-    size_t total;
-    if (unlikely(nbuf_add_overflow_(c->total, len, &total)))
+    if (unlikely(nbuf_composite_room_for_(c, len)))
         return -EOVERFLOW;
     if (unlikely(!len)) {
         if (take)
@@ -229,29 +248,18 @@ add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool t
     if (likely(count)) {
         /* A file's pointer never equals a buffer's: no is_file test needed. */
         struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
-        if (last->buf == b) {
-            if (last->off + last->len == off) {
-                /* Adjacent bytes of the same buffer: grow the last
-                 * component (nginx merges such neighbours too). */
-                last->len += len;
-                c->total = total;
-                if (take)
-                    nbuf_release(b); /* the run still holds one */
-                return 0;
+        bool adjacent = last->off + last->len == off;
+        if (last->buf == b && (adjacent || !take)) {
+            if (!adjacent && unlikely(count > c->mask)) {
+                int err = nbuf_composite_reserve_(c, 1);
+                if (err)
+                    return err;
+                last = &c->comps[(c->head + count - 1) & c->mask];
             }
-            if (!take) {
-                if (unlikely(count > c->mask)) {
-                    int err = nbuf_composite_reserve_(c, 1);
-                    if (err)
-                        return err;
-                    last = &c->comps[(c->head + count - 1) & c->mask];
-                }
-                /* The run's references move to its new last component. */
-                uint32_t nref = last->nref;
-                last->nref = 0;
-                push_back_buf(c, b, off, len, nref);
-                return 0;
-            }
+            extend_run(c, last, b, off, len);
+            if (take)
+                nbuf_release(b); /* adjacent: the run still holds one */
+            return 0;
         }
     }
     int err = reserve1(c);
@@ -285,26 +293,11 @@ nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, s
         return -EINVAL;
     /* The hot case inline: another slice of the buffer the last component
      * is on, with room in the ring (a frame of payload slices). */
-    size_t count = c->count, total;
-    if (likely(count && count <= c->mask && len && !nbuf_add_overflow_(c->total, len, &total))) {
-        struct nbuf_comp_ *comps = c->comps;
-        size_t slot = c->head + count;
-        struct nbuf_comp_ *last = &comps[(slot - 1) & c->mask];
+    size_t count = c->count;
+    if (likely(count && count <= c->mask && len && !nbuf_composite_room_for_(c, len))) {
+        struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
         if (last->buf == b) {
-            if (last->off + last->len == off) {
-                last->len += len; /* adjacent: grow the last component */
-            } else {
-                struct nbuf_comp_ *d = &comps[slot & c->mask];
-                d->start = c->base + c->total;
-                d->len = len;
-                d->off = off;
-                d->buf = b;
-                d->nref = last->nref; /* the run's references move on */
-                d->is_file = 0;
-                last->nref = 0;
-                c->count = count + 1;
-            }
-            c->total = total;
+            extend_run(c, last, b, off, len);
             return 0;
         }
     }

@@ -75,19 +75,8 @@ uint32_t nbuf_sz_run_pages_(size_t usize, size_t page_size);
 #define NBUF_LOOKUP2_MAX 65536
 extern uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
 
-/* Size class of @size (callers bound it by the chunk size first). */
-static inline unsigned
-nbuf_sz_index_(size_t size)
-{
-    if (likely(size <= NBUF_LOOKUP_MAX))
-        return nbuf_sz_lookup_[(size + NBUF_QUANTUM - 1) >> NBUF_LG_QUANTUM];
-    if (likely(size <= NBUF_LOOKUP2_MAX))
-        return nbuf_sz_lookup2_[(size + 1023) >> 10];
-    return nbuf_sz_index_slow_(size);
-}
-
-/* The same for size <= NBUF_LOOKUP2_MAX only: no call, so a caller's fast
- * path needs no stack frame. */
+/* Size class of @size <= NBUF_LOOKUP2_MAX: table reads only, no call, so a
+ * caller's fast path needs no stack frame. */
 static inline unsigned
 nbuf_sz_index_table_(size_t size)
 {
@@ -95,6 +84,15 @@ nbuf_sz_index_table_(size_t size)
     if (likely(size <= NBUF_LOOKUP_MAX))
         return nbuf_sz_lookup_[(size + NBUF_QUANTUM - 1) >> NBUF_LG_QUANTUM];
     return nbuf_sz_lookup2_[(size + 1023) >> 10];
+}
+
+/* Size class of @size (callers bound it by the chunk size first). */
+static inline unsigned
+nbuf_sz_index_(size_t size)
+{
+    if (likely(size <= NBUF_LOOKUP2_MAX))
+        return nbuf_sz_index_table_(size);
+    return nbuf_sz_index_slow_(size);
 }
 
 /* ---- backing.c ---- */

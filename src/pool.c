@@ -176,6 +176,20 @@ pool_classes(struct nbuf_pool *p)
     }
 }
 
+/* Free the first @n arenas. Every one is trimmed before any frees its header
+ * blocks: headers migrate between arenas (growth keeps a header and takes
+ * memory from the growing thread's arena; bare headers go back to arena 0),
+ * so one arena's stash may hold headers from another's blocks. */
+static void
+arenas_destroy(struct nbuf_pool *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        nbuf_arena_trim_(&p->arenas[i], 0);
+    for (unsigned i = 0; i < n; i++)
+        nbuf_arena_fini_(&p->arenas[i]);
+    free(p->arenas);
+}
+
 NBUF_EXPORT struct nbuf_pool *
 nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
 {
@@ -241,11 +255,7 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     return p;
 
 out_arenas:
-    for (unsigned j = 0; j < i; j++)
-        nbuf_arena_trim_(&p->arenas[j], 0);
-    while (i--)
-        nbuf_arena_fini_(&p->arenas[i]);
-    free(p->arenas);
+    arenas_destroy(p, i);
 out_key:
     pthread_key_delete(p->tsd_key);
 out_lock:
@@ -394,12 +404,8 @@ nbuf_pool_free(struct nbuf_pool *p)
     }
     pthread_key_delete(p->tsd_key);
     nbuf_debug_pool_fini_(p);
-    for (unsigned i = 0; i < p->narenas; i++)
-        nbuf_arena_trim_(&p->arenas[i], 0);
-    for (unsigned i = 0; i < p->narenas; i++)
-        nbuf_arena_fini_(&p->arenas[i]);
+    arenas_destroy(p, p->narenas);
     nbuf_backing_purge_(&p->backing);
-    free(p->arenas);
     pthread_mutex_destroy(&p->lock);
     free(p);
     return 0;
