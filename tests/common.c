@@ -57,7 +57,8 @@ t_pool_done(struct nbuf_pool *p)
     t_pool_check(p);
     struct nbuf_pool_stats st;
     cr_assert_eq(nbuf_pool_stats(p, &st), 0);
-    cr_assert_eq(st.live_buffers, 0, "%llu buffers still live", (unsigned long long)st.live_buffers);
+    cr_assert_eq(st.live_buffers, 0, "%llu buffers still live",
+                 (unsigned long long)st.live_buffers);
     cr_assert_eq(st.used_bytes, 0);
     cr_assert_eq(st.requested_bytes, 0);
     cr_assert_eq(st.views, 0);

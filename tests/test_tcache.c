@@ -111,7 +111,8 @@ Test(tcache, gc_returns_idle_pairs)
     /* Three GC intervals of traffic on another class. */
     for (unsigned i = 0; i < 3 * 4096 + 10; i++)
         nbuf_release(nbuf_alloc(p, 64));
-    cr_assert_lt(nbuf_tcache_bin_count_(idle), before / 2, "idle bin kept %u of %u", nbuf_tcache_bin_count_(idle), before);
+    cr_assert_lt(nbuf_tcache_bin_count_(idle), before / 2, "idle bin kept %u of %u",
+                 nbuf_tcache_bin_count_(idle), before);
     cr_assert(nbuf_tcache_check_(tc));
     t_pool_done(p);
 }

@@ -126,7 +126,8 @@ reader_main(void *arg)
             continue;
         }
         for (size_t k = 0; k < rd->nslices; k++) {
-            const uint8_t *want = expect_payload + slice_offset((uint32_t)seq, (unsigned)k, rd->slice);
+            const uint8_t *want =
+                expect_payload + slice_offset((uint32_t)seq, (unsigned)k, rd->slice);
             if (memcmp(frame + HEADER_SIZE + k * rd->slice, want, rd->slice) != 0) {
                 rd->bad++;
                 break;
@@ -160,7 +161,8 @@ send_nbuf(struct nbuf_composite *c, struct nbuf *payload, uint32_t seq, size_t s
     if (nbuf_composite_add_copy(c, hdr, sizeof(hdr)) != 0)
         die("nbuf_composite_add_copy");
     for (size_t k = 0; k < nslices; k++) {
-        int err = nbuf_composite_add_slice(c, payload, slice_offset(seq, (unsigned)k, slice), slice);
+        int err =
+            nbuf_composite_add_slice(c, payload, slice_offset(seq, (unsigned)k, slice), slice);
         if (err) {
             errno = -err;
             die("nbuf_composite_add_slice");
@@ -273,8 +275,8 @@ main(int argc, char **argv)
         struct run b2 = timed(pool, payload, slices[i], n, true, per / 2, 16);
         double mus_m = (m.seconds + m2.seconds) * 1e6 / (double)(m.frames + m2.frames);
         double mus_b = (b.seconds + b2.seconds) * 1e6 / (double)(b.frames + b2.frames);
-        printf("| %5zu B | %10.1f us/frame | %12.1f us/frame | %6.2fx |\n", slices[i], mus_m,
-               mus_b, mus_m / mus_b);
+        printf("| %5zu B | %10.1f us/frame | %12.1f us/frame | %6.2fx |\n", slices[i], mus_m, mus_b,
+               mus_m / mus_b);
     }
 
     nbuf_release(payload);
