@@ -122,8 +122,9 @@ int nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b);
  */
 int nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len);
 
-/** Largest piece nbuf_composite_add_iov() copies rather than references
- *  (the measured point where a copy gets dearer than one more iovec). */
+/** Largest piece nbuf_composite_add_iov() copies rather than references: a
+ *  piece copied when added costs neither a component nor an iovec, which
+ *  pays up to about this size (measured; see docs/design.md). */
 #define NBUF_COMPOSITE_COPY_MAX 512
 
 /**
@@ -339,7 +340,9 @@ int nbuf_composite_iov(const struct nbuf_composite *c, struct iovec *iov, int ma
  * read with read()). Batches continue while @p fd accepts all that is
  * offered; EINTR is retried. SIGPIPE is never raised (for pipes and
  * sendfile it is blocked in the calling thread for the call, and one the
- * call caused is discarded).
+ * call caused is discarded; nothing is blocked when SIGPIPE is ignored).
+ * Memory written just before a file region goes with MSG_MORE, so on TCP a
+ * header shares the file's first segment.
  *
  * Written bytes are consumed and fully written components released, so after
  * a partial write the next call resumes at exactly the next byte. With a
