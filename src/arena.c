@@ -270,7 +270,7 @@ mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
     h->pool = p;
     /* Normalised as the allocation fast path expects (it sets only cursors,
      * the requested size and the count). */
-    h->pool_id = p->id;
+    h->key = NBUF_KEY_NONE; /* a cache's key when a bin takes it */
     h->max_capacity = p->cfg.max_buffer_size;
     h->slow = p->buf_slow;
     h->flags = p->buf_flags;

@@ -29,6 +29,7 @@ account_alloc(struct nbuf_pool *p, const struct nbuf *b, bool huge)
                             .bytes_alloc = b->capacity,
                             .req_alloc = b->requested,
                             .huge_alloc = huge,
+                            .slow_alloc = 1,
                             .cache_misses = b->kind == NBUF_KIND_BYPASS};
     nbuf_stats_account_(p, &d, 0);
 }
@@ -50,7 +51,7 @@ buf_init(struct nbuf *b, struct nbuf_pool *p, size_t requested, size_t max_capac
     b->max_capacity = max_capacity;
     b->requested = requested;
     b->flags = p->buf_flags;
-    b->slow = p->buf_slow;
+    nbuf_buf_set_slow_(b, p->buf_slow);
     b->root = NULL;
     b->ext = NULL;
     atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
@@ -143,20 +144,20 @@ alloc_slow(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned f
         return NULL;
     buf_init(b, p, capacity, max_capacity);
     if (b->kind != NBUF_KIND_SMALL && b->kind != NBUF_KIND_RUN) {
-        b->slow = 1;
+        nbuf_buf_set_slow_(b, 1);
         b->tid = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc->id : 0;
     }
     /* A custom growth bound must not reach the cache: the allocation fast
      * path trusts cached pairs to carry the pool's max_buffer_size, and the
      * slow release puts it back. */
     if (max_capacity != p->cfg.max_buffer_size)
-        b->slow = 1;
+        nbuf_buf_set_slow_(b, 1);
     if (b->capacity > max_capacity) {
         /* Hide the class slack (poisoned: an overread is reported); the
          * slow release restores the class size. */
         NBUF_POISON(b->mem + max_capacity, b->capacity - max_capacity);
         b->capacity = max_capacity;
-        b->slow = 1;
+        nbuf_buf_set_slow_(b, 1);
     }
     if (b->kind != NBUF_KIND_BYPASS)
         NBUF_UNPOISON(b->mem, b->capacity);
@@ -177,28 +178,35 @@ alloc_tracked(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigne
     return b;
 }
 
-/* Out of line, so that the fast path needs no stack frame. */
+/* Out of line, so that the fast path needs no stack frame. @p is a pool or
+ * &nbuf_no_pool_ (a NULL argument before the default pool exists). */
 static __attribute__((noinline)) struct nbuf *
 alloc_miss(struct nbuf_pool *p, size_t capacity)
 {
-    if (!p && !(p = nbuf_pool_default()))
+    if (!(p = nbuf_pool_resolve_(p)))
         return NULL;
     return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
 }
 
+/*
+ * The fast path: a pop from the bound thread cache. One test admits it:
+ * the pool's fast_id is the bound pool's id (a pool in a debug mode, an
+ * unbound thread and a NULL argument before the default pool exists all
+ * fail it) and 1 <= capacity <= 64 KiB; then an empty bin (uncached or
+ * drained) is the miss.
+ */
 NBUF_EXPORT struct nbuf *
 nbuf_alloc(struct nbuf_pool *p, size_t capacity)
 {
+    p = nbuf_pool_fast_resolve_(p);
     struct nbuf_tcache *tc = nbuf_tls_.tc;
-    /* capacity - 1: a 0-byte request takes the slow path even in pools whose
-     * flags force it (fast_max == 0). */
-    if (likely(p && capacity - 1 < p->fast_max && nbuf_tls_.pool_id == p->id)) {
-        /* fast_max <= NBUF_LOOKUP2_MAX: a table lookup, never a call. */
-        struct nbuf_tcache_bin *bin = &tc->bins[nbuf_sz_index_table_(capacity)];
+    size_t below = capacity - 1; /* 0 wraps: a 0-byte request is slow */
+    if (likely(p->fast_id == nbuf_tls_.pool_id && below < NBUF_FAST_MAX)) {
+        struct nbuf_tcache_bin *bin = nbuf_tcache_bin_of_(tc, below);
         struct nbuf *b = bin->head;
         if (likely(b)) {
             /* Cached pairs are normalised on their way in (max_capacity,
-             * flags, tid...): only the cursors and counters change here. */
+             * flags, key...): only the cursors and counters change here. */
             bin->head = b->next;
             b->reader = 0;
             b->writer = 0;
@@ -207,8 +215,9 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
             atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
             atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
             NBUF_ASAN_UNPOISON(b->mem, b->capacity);
-            NBUF_STAT_ADD(bin->nalloc, 1);
-            NBUF_STAT_ADD(tc->st.req_alloc, capacity);
+            NBUF_COUNTER_ADD32(bin->room, 1);
+            NBUF_COUNTER_ADD64(bin->nalloc, 1);
+            NBUF_COUNTER_ADD64(tc->st.req_alloc, capacity);
             return b;
         }
     }
@@ -218,7 +227,7 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
 NBUF_EXPORT struct nbuf *
 nbuf_alloc_ex(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigned flags)
 {
-    if (unlikely(!p) && !(p = nbuf_pool_default()))
+    if (!(p = nbuf_pool_resolve_(p)))
         return NULL;
     if (flags & ~(NBUF_ZERO | NBUF_ALIGN_PAGE)) {
         errno = EINVAL;
@@ -270,7 +279,7 @@ nbuf_buf_free_(struct nbuf *b)
         /* Normalise for the allocation fast path, which sets only cursors
          * (pools with tracking or checks never take it). */
         b->max_capacity = p->cfg.max_buffer_size;
-        b->slow = p->buf_slow;
+        nbuf_buf_set_slow_(b, p->buf_slow);
         b->flags = p->buf_flags;
         nbuf_tcache_release_slow_(b);
         return;
@@ -366,42 +375,77 @@ release_last_slow(struct nbuf *b)
 static __attribute__((noinline)) int
 release_gc(struct nbuf_tcache *tc)
 {
+    tc->gc_tick = NBUF_GC_INTERVAL;
     nbuf_tcache_gc_(tc);
     return 1;
 }
 
-NBUF_EXPORT int
-nbuf_release(struct nbuf *b)
+/* The last reference of a pooled buffer whose key is not this thread's:
+ * released on another thread than the one whose cache it came from (or
+ * after a slow allocation), or whose bin is full. A pair of the bound pool
+ * joins this thread's cache if its bin has room; anything else takes the
+ * slow path. */
+static __attribute__((noinline)) int
+release_other(struct nbuf *b)
 {
-    if (unlikely(!b))
-        return 0;
-    /* The only reference: nobody else can touch the count, skip the RMW. */
-    uint32_t r = atomic_load_explicit(&b->refcnt, memory_order_acquire);
-    if (unlikely(r != 1))
-        return release_shared(b, r);
-    if (likely(!b->slow && b->pool_id == nbuf_tls_.pool_id)) {
+    if (unlikely(b->magic != NBUF_MAGIC))
+        return report_foreign(b, "nbuf_release");
+    if (!b->slow && b->pool->id == nbuf_tls_.pool_id) {
         struct nbuf_tcache *tc = nbuf_tls_.tc;
         struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
-        uint64_t nrel = bin->nrelease;
-        /* count = base + nrelease - nalloc, below the cap (0: uncached). */
-        if (likely(bin->base + (uint32_t)nrel - (uint32_t)bin->nalloc < bin->cap)) {
+        if (bin->room) {
+            NBUF_COUNTER_ADD32(bin->room, -1);
             atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
             NBUF_ASAN_POISON(b->mem, b->capacity);
+            b->key = tc->key;
             b->next = bin->head;
             bin->head = b;
-            NBUF_STORE_RELAXED(bin->nrelease, nrel + 1);
-            NBUF_STAT_ADD(tc->st.req_release, b->requested);
-            if (unlikely(b->tid != tc->id)) {
+            NBUF_COUNTER_ADD64(bin->nrelease, 1);
+            NBUF_COUNTER_ADD64(tc->st.req_release, b->requested);
+            if (b->tid != tc->id) {
                 /* Released on another thread: the pair joins this cache. */
-                NBUF_STAT_ADD(tc->st.remote_releases, 1);
+                NBUF_COUNTER_ADD64(tc->st.remote_releases, 1);
                 b->tid = tc->id;
             }
-            if (unlikely(((nrel + 1) & 4095) == 0))
+            if (unlikely(--tc->gc_tick == 0))
                 return release_gc(tc);
             return 1;
         }
     }
     return release_last_slow(b);
+}
+
+/*
+ * The fast path: the only reference (no atomic read-modify-write) of a
+ * buffer whose key is this thread's cache key (so: pooled, not slow, of the
+ * bound pool, from this cache), pushed on its bin when the bin has room.
+ */
+NBUF_EXPORT int
+nbuf_release(struct nbuf *b)
+{
+    if (unlikely(!b))
+        return 0;
+    uint32_t r = atomic_load_explicit(&b->refcnt, memory_order_acquire);
+    if (unlikely(r != 1))
+        return release_shared(b, r);
+    if (likely(b->key == nbuf_tls_.key)) {
+        struct nbuf_tcache *tc = nbuf_tls_.tc;
+        struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
+        NBUF_OPAQUE(bin); /* one address computation, not one per use */
+        NBUF_ROOM_TAKE(bin->room, full);
+        atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+        NBUF_ASAN_POISON(b->mem, b->capacity);
+        b->next = bin->head;
+        bin->head = b;
+        NBUF_COUNTER_ADD64(bin->nrelease, 1);
+        NBUF_COUNTER_ADD64(tc->st.req_release, b->requested);
+        if (likely(--tc->gc_tick != 0))
+            return 1;
+        return release_gc(tc);
+    full:
+        NBUF_COUNTER_ADD32(bin->room, 1); /* undo: the bin is full */
+    }
+    return release_other(b);
 }
 
 NBUF_EXPORT struct nbuf *
@@ -574,7 +618,7 @@ grow(struct nbuf *b, size_t need)
     b->szind = nb->szind;
     b->slab = nb->slab;
     b->handle = nb->handle;
-    b->slow = nb->slow | (b->ext != NULL);
+    nbuf_buf_set_slow_(b, nb->slow | (b->ext != NULL));
     b->tid = nb->tid;
     b->requested = nb->requested;
     nb->mem = tmp.mem;
@@ -583,7 +627,7 @@ grow(struct nbuf *b, size_t need)
     nb->szind = tmp.szind;
     nb->slab = tmp.slab;
     nb->handle = tmp.handle;
-    nb->slow = tmp.slow;
+    nbuf_buf_set_slow_(nb, tmp.slow);
     nb->tid = tmp.tid;
     nb->requested = tmp.requested;
     nbuf_release(nb);

@@ -172,7 +172,7 @@ nbuf_composite_discard_read(struct nbuf_composite *c)
 NBUF_EXPORT struct nbuf_composite *
 nbuf_composite_new(struct nbuf_pool *p)
 {
-    if (!p && !(p = nbuf_pool_default()))
+    if (!(p = nbuf_pool_resolve_(p)))
         return NULL;
     struct nbuf_composite *c = malloc(sizeof(*c));
     if (!c) {

@@ -16,6 +16,9 @@
 #include "types.h"
 
 #define NBUF_EXPORT __attribute__((visibility("default")))
+/* Internal data the fast paths read: hidden, so even the shared library
+ * reaches it PC-relative, without a GOT load. */
+#define NBUF_HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
@@ -44,6 +47,46 @@ void nbuf_assert_fail_(const char *expr, const char *file, int line) __attribute
 #define NBUF_STORE_RELAXED(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 #define NBUF_STAT_ADD(x, v) NBUF_STORE_RELAXED(x, NBUF_LOAD_RELAXED(x) + (v))
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NBUF_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(NBUF_TSAN)
+#define NBUF_TSAN 1
+#endif
+
+/*
+ * Counters of the thread-cache bins: written by their owner only, read by
+ * nbuf_pool_stats on other threads. On x86-64 each update is one add to
+ * memory (a single store, so a reader sees the old or the new value), which
+ * the compiler cannot emit for an atomic load-add-store; elsewhere, and under
+ * TSan, relaxed atomics.
+ *   NBUF_COUNTER_ADD64/32(x, v)  x += v
+ *   NBUF_ROOM_TAKE(x, label)     x -= 1, then goto label if x was 0 (x then
+ *                                reads UINT32_MAX until label's code undoes it)
+ */
+#if defined(__x86_64__) && !defined(NBUF_TSAN)
+#define NBUF_COUNTER_ADD64(x, v) __asm__("addq %1, %0" : "+m"(x) : "er"((uint64_t)(v)) : "cc")
+#define NBUF_COUNTER_ADD32(x, v) __asm__("addl %1, %0" : "+m"(x) : "ir"((uint32_t)(v)) : "cc")
+#define NBUF_ROOM_TAKE(x, label)                                                                   \
+    __asm__ goto("subl $1, %0\n\tjb %l[" #label "]" : : "m"(x) : "cc", "memory" : label)
+#else
+#define NBUF_COUNTER_ADD64(x, v) NBUF_STAT_ADD(x, (uint64_t)(v))
+#define NBUF_COUNTER_ADD32(x, v) NBUF_STAT_ADD(x, (uint32_t)(v))
+#define NBUF_ROOM_TAKE(x, label)                                                                   \
+    do {                                                                                           \
+        uint32_t room_ = NBUF_LOAD_RELAXED(x);                                                     \
+        NBUF_STORE_RELAXED(x, room_ - 1);                                                          \
+        if (unlikely(room_ == 0))                                                                  \
+            goto label;                                                                            \
+    } while (0)
+#endif
+
+/* Make the compiler treat @x as computed once: it stops re-deriving an
+ * address at every use (an instruction or two a time on a fast path). */
+#define NBUF_OPAQUE(x) __asm__("" : "+r"(x))
+
 /* All size arithmetic goes through these: true on overflow. */
 static inline bool
 nbuf_add_overflow_(size_t a, size_t b, size_t *out)
@@ -63,7 +106,7 @@ nbuf_align_up_(size_t n, size_t align)
 }
 
 /* ---- size_class.c ---- */
-extern uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
+extern NBUF_HIDDEN uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
 size_t nbuf_sz_usize_(unsigned szind);
 unsigned nbuf_sz_index_slow_(size_t size);
 unsigned nbuf_run_bin_floor_(uint32_t npages);
@@ -73,7 +116,7 @@ uint32_t nbuf_sz_run_pages_(size_t usize, size_t page_size);
 /* Sizes in (4 KiB, 64 KiB]: every class boundary there is a multiple of
  * 1 KiB, so the class of ceil(size / 1 KiB) KiB is the class of size. */
 #define NBUF_LOOKUP2_MAX 65536
-extern uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
+extern NBUF_HIDDEN uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
 
 /* Size class of @size <= NBUF_LOOKUP2_MAX: table reads only, no call, so a
  * caller's fast path needs no stack frame. */
@@ -145,10 +188,31 @@ void nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep);
 bool nbuf_arena_check_(struct nbuf_arena *a);
 
 /* ---- tcache.c ---- */
+/* Requests of 1 B to NBUF_FAST_MAX take the allocation fast path. */
+#define NBUF_FAST_MAX NBUF_LOOKUP2_MAX
+/* Byte offset in struct nbuf_tcache of the bin serving a request of
+ * 1 <= size <= NBUF_FAST_MAX, at index (size - 1) >> NBUF_LG_QUANTUM (every
+ * class boundary up to 64 KiB is a multiple of the quantum): one load gives
+ * the bin, no call, no branch. Built at load time. */
+extern NBUF_HIDDEN uint16_t nbuf_tcache_bin_off_[NBUF_FAST_MAX >> NBUF_LG_QUANTUM];
+static inline struct nbuf_tcache_bin *
+nbuf_tcache_bin_of_(struct nbuf_tcache *tc, size_t size_minus_1)
+{
+    return (struct nbuf_tcache_bin *)((char *)tc +
+                                      nbuf_tcache_bin_off_[size_minus_1 >> NBUF_LG_QUANTUM]);
+}
+/* Pairs a bin moves per fill or flush. */
+static inline uint32_t
+nbuf_tcache_bin_batch_(const struct nbuf_tcache_bin *bin)
+{
+    return bin->cap > 1 ? bin->cap / 2 : 1;
+}
+/* Fast releases between two GC passes of a thread cache. */
+#define NBUF_GC_INTERVAL 4096
 /* initial-exec: a plain %fs-relative load even in the shared library (no
  * __tls_get_addr call per operation), as jemalloc does. */
 #define NBUF_TLS_MODEL __attribute__((tls_model("initial-exec")))
-extern __thread struct nbuf_tls nbuf_tls_ NBUF_TLS_MODEL;
+extern NBUF_HIDDEN __thread struct nbuf_tls nbuf_tls_ NBUF_TLS_MODEL;
 struct nbuf_tcache *nbuf_tcache_get_slow_(struct nbuf_pool *p);
 struct nbuf *nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind);
 void nbuf_tcache_release_slow_(struct nbuf *b);
@@ -165,9 +229,34 @@ uint32_t nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind);
 uint32_t nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind);
 
 /* ---- pool.c ---- */
-/* The largest request the allocation fast path may take in @p (<=
- * NBUF_LOOKUP2_MAX), unless a mode forces the slow paths (then fast_max 0). */
-size_t nbuf_pool_fast_max_(const struct nbuf_pool *p);
+/* What a NULL pool argument means: the default pool, once it exists; until
+ * then nbuf_no_pool_, whose fast_id matches no thread, so the fast paths
+ * fall through to their slow path (the one place that creates it). */
+extern NBUF_HIDDEN struct nbuf_pool nbuf_no_pool_;
+extern NBUF_HIDDEN struct nbuf_pool *_Atomic nbuf_default_pool_;
+static inline struct nbuf_pool *
+nbuf_pool_fast_resolve_(struct nbuf_pool *p)
+{
+    /* Loaded either way, so both kinds of argument run the same code. */
+    struct nbuf_pool *d = atomic_load_explicit(&nbuf_default_pool_, memory_order_acquire);
+    return p ? p : d;
+}
+/* The pool of a NULL-or-pool argument; NULL (errno set) only if the default
+ * pool cannot be created. Every NULL-pool entry point resolves here. */
+static inline struct nbuf_pool *
+nbuf_pool_resolve_(struct nbuf_pool *p)
+{
+    p = nbuf_pool_fast_resolve_(p);
+    return likely(p != &nbuf_no_pool_) ? p : nbuf_pool_default();
+}
+/* fast_id for a pool in its current mode: its id, or NBUF_KEY_NONE when a
+ * mode or flag forces the slow allocation path. */
+uint64_t nbuf_pool_fast_id_(const struct nbuf_pool *p);
+static inline bool
+nbuf_pool_fast_(const struct nbuf_pool *p)
+{
+    return p->fast_id != NBUF_KEY_NONE;
+}
 int nbuf_pool_trim_all_(struct nbuf_pool *p);
 struct nbuf_arena *nbuf_pool_bind_arena_(struct nbuf_pool *p);
 bool nbuf_pool_check_(struct nbuf_pool *p);
@@ -227,6 +316,14 @@ void nbuf_buf_free_(struct nbuf *b);
 void nbuf_buf_header_put_(struct nbuf *h);
 /* Report a use of released buffer @b by @op (with its history); -EINVAL. */
 int nbuf_buf_dead_(const struct nbuf *b, const char *op);
+/* Send @b's final release down the slow path (and off the key fast path). */
+static inline void
+nbuf_buf_set_slow_(struct nbuf *b, uint8_t slow)
+{
+    b->slow = slow;
+    if (slow)
+        b->key = NBUF_KEY_NONE;
+}
 static inline bool
 nbuf_is_dead_(const struct nbuf *b)
 {

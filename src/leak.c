@@ -69,7 +69,6 @@ nbuf_debug_pool_init_(struct nbuf_pool *p)
     if (NBUF_RUNNING_ON_VALGRIND()) {
         p->slow_alloc = 1;
         p->buf_slow = 1;
-        p->fast_max = 0;
     }
     int mode = leak_mode_from_env();
     bool checked = (p->cfg.flags & NBUF_POOL_CHECKED) != 0;
@@ -93,7 +92,6 @@ nbuf_debug_pool_init_(struct nbuf_pool *p)
     p->leaks = reg;
     /* Every allocation through alloc_slow, where tracking is decided. */
     p->slow_alloc = 1;
-    p->fast_max = 0;
     return 0;
 
 out_lock:
@@ -240,7 +238,7 @@ nbuf_leak_track_(struct nbuf_pool *p, struct nbuf *b)
     pthread_mutex_unlock(&reg->lock);
     b->ext = e;
     b->flags |= NBUF_F_TRACKED;
-    b->slow = 1; /* the final release must come through nbuf_leak_untrack_ */
+    nbuf_buf_set_slow_(b, 1); /* the final release must come through nbuf_leak_untrack_ */
 }
 
 void
@@ -343,7 +341,7 @@ nbuf_quarantine_swap_(struct nbuf *b)
     h->slab = b->slab;
     h->handle = b->handle;
     h->pool = b->pool;
-    h->pool_id = b->pool_id;
+    h->key = b->key;
     h->tid = b->tid;
     h->requested = b->requested;
     h->flags = b->flags & (uint8_t)~NBUF_F_TRACKED;
@@ -534,7 +532,7 @@ report(struct nbuf_pool *p, struct sink *s, const char *when)
 NBUF_EXPORT int
 nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out)
 {
-    if (!p && !(p = nbuf_pool_default()))
+    if (!(p = nbuf_pool_resolve_(p)))
         return -errno;
     struct sink s = {out, NULL, 0};
     uint64_t n = report(p, &s, "leak report");

@@ -13,6 +13,10 @@
 
 static _Atomic uint64_t next_pool_id = 1;
 
+/* A NULL pool before the default pool exists (see nbuf_pool_resolve_). */
+struct nbuf_pool nbuf_no_pool_ = {.id = NBUF_KEY_NONE, .fast_id = NBUF_KEY_NONE};
+struct nbuf_pool *_Atomic nbuf_default_pool_ = &nbuf_no_pool_;
+
 NBUF_EXPORT void
 nbuf_pool_config_init(struct nbuf_pool_config *cfg)
 {
@@ -242,11 +246,11 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     p->buf_flags = (uint8_t)(((cfg.flags & NBUF_POOL_CHECKED) ? NBUF_F_CHECKED : 0) |
                              ((cfg.flags & NBUF_POOL_SCRUB) ? NBUF_F_SCRUB : 0));
     p->buf_slow = p->buf_flags != 0;
-    p->fast_max = p->slow_alloc ? 0 : nbuf_pool_fast_max_(p);
     /* NBUF_LEAK, checked mode, valgrind: may force the slow paths. */
     err = nbuf_debug_pool_init_(p);
     if (err)
         goto out_arenas;
+    p->fast_id = nbuf_pool_fast_id_(p);
     err = fork_register(p);
     if (err) {
         nbuf_debug_pool_fini_(p);
@@ -297,16 +301,15 @@ nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind)
     return 2 * cache_cap(p, szind);
 }
 
-size_t
-nbuf_pool_fast_max_(const struct nbuf_pool *p)
+uint64_t
+nbuf_pool_fast_id_(const struct nbuf_pool *p)
 {
-    size_t max = p->cfg.cache_max_size < p->cfg.max_buffer_size ? p->cfg.cache_max_size
-                                                                : p->cfg.max_buffer_size;
-    size_t top = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
-    if (max > top)
-        max = top;
-    /* Larger cached classes still hit the cache, one call further down. */
-    return max < NBUF_LOOKUP2_MAX ? max : NBUF_LOOKUP2_MAX;
+    /* The fast path serves every request up to NBUF_FAST_MAX from a bin
+     * (uncached classes have empty bins), so the pool's own limit must not
+     * be below it. */
+    if (p->slow_alloc || p->cfg.max_buffer_size < NBUF_FAST_MAX)
+        return NBUF_KEY_NONE;
+    return p->id;
 }
 
 struct nbuf_arena *
@@ -395,10 +398,8 @@ nbuf_pool_free(struct nbuf_pool *p)
     while (tc) {
         struct nbuf_tcache *next = tc->next;
         nbuf_tcache_flush_(tc);
-        if (nbuf_tls_.tc == tc) {
-            nbuf_tls_.pool_id = 0;
-            nbuf_tls_.tc = NULL;
-        }
+        if (nbuf_tls_.tc == tc)
+            memset(&nbuf_tls_, 0, sizeof(nbuf_tls_));
         free(tc);
         tc = next;
     }
@@ -544,11 +545,15 @@ default_pool_create(void)
     p->is_default = true;
     nbuf_leak_default_pool_(p);
     default_pool = p;
+    atomic_store_explicit(&nbuf_default_pool_, p, memory_order_release);
 }
 
 NBUF_EXPORT struct nbuf_pool *
 nbuf_pool_default(void)
 {
+    struct nbuf_pool *p = atomic_load_explicit(&nbuf_default_pool_, memory_order_acquire);
+    if (likely(p != &nbuf_no_pool_))
+        return p;
     pthread_once(&default_once, default_pool_create);
     if (!default_pool)
         errno = default_errno;

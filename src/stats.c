@@ -14,7 +14,8 @@
     X(req_alloc)                                                                                   \
     X(cache_misses)                                                                                \
     X(views_new)                                                                                   \
-    X(huge_alloc)
+    X(huge_alloc)                                                                                  \
+    X(slow_alloc)
 #define TSTATS_RELEASE_FIELDS(X)                                                                   \
     X(nrelease)                                                                                    \
     X(bytes_release)                                                                               \
@@ -141,6 +142,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
     out->remote_releases = t.remote_releases;
     out->limit_failures = atomic_load(&p->limit_failures);
     out->huge_allocations = t.huge_alloc;
+    out->slow_allocations = t.slow_alloc;
     out->arenas = p->narenas;
     out->views = t.views_new - t.views_free;
     return 0;
@@ -191,7 +193,8 @@ chunk_map(FILE *out, const struct nbuf_chunk *c, char *line, size_t width)
     X(arenas)                                                                                      \
     X(threads)                                                                                     \
     X(empty_chunks)                                                                                \
-    X(views)
+    X(views)                                                                                       \
+    X(slow_allocations)
 
 static void
 print_text(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)

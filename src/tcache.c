@@ -17,6 +17,24 @@
 __thread struct nbuf_tls nbuf_tls_ NBUF_TLS_MODEL;
 /* Set once this thread has started tearing down its caches. */
 static __thread bool tls_dying;
+/* Cache keys, process-wide: never 0 (an unbound thread) nor reused. */
+static _Atomic uint64_t next_tcache_key = 1;
+
+uint16_t nbuf_tcache_bin_off_[NBUF_FAST_MAX >> NBUF_LG_QUANTUM];
+
+__attribute__((constructor)) static void
+tcache_build_bin_offsets(void)
+{
+    for (size_t i = 0; i < NBUF_FAST_MAX >> NBUF_LG_QUANTUM; i++) {
+        unsigned szind = nbuf_sz_index_slow_((i + 1) << NBUF_LG_QUANTUM);
+        nbuf_tcache_bin_off_[i] =
+            (uint16_t)(offsetof(struct nbuf_tcache, bins) + szind * sizeof(struct nbuf_tcache_bin));
+    }
+}
+_Static_assert(offsetof(struct nbuf_tcache, bins) +
+                       NBUF_NCLASSES * sizeof(struct nbuf_tcache_bin) <=
+                   UINT16_MAX,
+               "bin offsets fit nbuf_tcache_bin_off_");
 
 /* Pairs move between a bin and the arenas in chunks of this many. */
 #define MOVE_CHUNK 64
@@ -24,14 +42,23 @@ static __thread bool tls_dying;
 static inline uint32_t
 bin_count(const struct nbuf_tcache_bin *bin)
 {
-    return NBUF_LOAD_RELAXED(bin->base) + (uint32_t)NBUF_LOAD_RELAXED(bin->nrelease) -
-           (uint32_t)NBUF_LOAD_RELAXED(bin->nalloc);
+    return bin->cap - NBUF_LOAD_RELAXED(bin->room);
 }
 
 static inline void
 bin_set_count(struct nbuf_tcache_bin *bin, uint32_t n)
 {
-    NBUF_STORE_RELAXED(bin->base, n - (uint32_t)bin->nrelease + (uint32_t)bin->nalloc);
+    NBUF_STORE_RELAXED(bin->room, bin->cap - n);
+}
+
+/* A pair joins @tc's bin: from now on its release on this thread is fast. */
+static inline void
+bin_push(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, struct nbuf *b)
+{
+    b->tid = tc->id;
+    b->key = b->slow ? NBUF_KEY_NONE : tc->key;
+    b->next = bin->head;
+    bin->head = b;
 }
 
 uint32_t
@@ -49,9 +76,11 @@ tcache_new(struct nbuf_pool *p)
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_tcache_bin *bin = &tc->bins[i];
         bin->cap = nbuf_pool_cache_cap_(p, i);
-        bin->batch = bin->cap > 1 ? bin->cap / 2 : 1;
+        bin->room = bin->cap;
     }
     tc->pool = p;
+    tc->key = atomic_fetch_add(&next_tcache_key, 1);
+    tc->gc_tick = NBUF_GC_INTERVAL;
     tc->arena = nbuf_pool_bind_arena_(p);
     tc->seen_trim_epoch = atomic_load(&p->trim_epoch);
     pthread_mutex_lock(&p->lock);
@@ -80,6 +109,7 @@ nbuf_tcache_get_slow_(struct nbuf_pool *p)
         }
     }
     nbuf_tls_.pool_id = p->id;
+    nbuf_tls_.key = tc->key;
     nbuf_tls_.tc = tc;
     return tc;
 }
@@ -157,9 +187,9 @@ nbuf_tcache_gc_(struct nbuf_tcache *tc)
         uint32_t count = bin_count(bin);
         /* To the stash, not the chunks: another thread may want them, and
          * breaking pairs into bitmap bits only to rebuild them is costly. */
-        if (count && (uint32_t)bin->nalloc == bin->gc_nalloc)
+        if (count && (uint32_t)bin->nalloc == tc->gc_nalloc[i])
             bin_flush(tc, bin, (count + 1) / 2, true);
-        bin->gc_nalloc = (uint32_t)bin->nalloc;
+        tc->gc_nalloc[i] = (uint32_t)bin->nalloc;
     }
 }
 
@@ -181,10 +211,8 @@ nbuf_tcache_destroy_(struct nbuf_tcache *tc)
     pthread_mutex_unlock(&p->lock);
     if (tc->arena)
         atomic_fetch_sub(&tc->arena->nthreads, 1);
-    if (nbuf_tls_.tc == tc) {
-        nbuf_tls_.pool_id = 0;
-        nbuf_tls_.tc = NULL;
-    }
+    if (nbuf_tls_.tc == tc)
+        memset(&nbuf_tls_, 0, sizeof(nbuf_tls_));
     free(tc);
 }
 
@@ -221,15 +249,14 @@ bin_fill(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, unsigned szind)
 {
     struct nbuf *batch[MOVE_CHUNK];
     unsigned total = 0;
-    while (total < bin->batch) {
-        unsigned n = bin->batch - total < MOVE_CHUNK ? bin->batch - total : MOVE_CHUNK;
+    uint32_t want = nbuf_tcache_bin_batch_(bin);
+    while (total < want) {
+        unsigned n = want - total < MOVE_CHUNK ? want - total : MOVE_CHUNK;
         unsigned got = fill(tc->pool, tc->arena, szind, batch, n);
         for (unsigned i = 0; i < got; i++) {
             /* Cached pairs belong to no buffer (see internal.h). */
             NBUF_POISON(batch[i]->mem, nbuf_sz_usize_(szind));
-            batch[i]->tid = tc->id;
-            batch[i]->next = bin->head;
-            bin->head = batch[i];
+            bin_push(tc, bin, batch[i]);
         }
         total += got;
         if (got < n)
@@ -249,6 +276,7 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
         if (!fill(p, &p->arenas[0], szind, &h, 1))
             return NULL;
         h->tid = 0;
+        h->key = NBUF_KEY_NONE; /* a stashed pair keeps its last cache's key */
         return h;
     }
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
@@ -258,6 +286,7 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
         if (!fill(p, tc->arena, szind, &h, 1))
             return NULL;
         h->tid = tc->id;
+        h->key = NBUF_KEY_NONE;
         NBUF_STAT_ADD(tc->st.cache_misses, 1);
         return h;
     }
@@ -284,10 +313,8 @@ nbuf_tcache_release_slow_(struct nbuf *b)
     }
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
     if (bin_count(bin) >= bin->cap)
-        bin_flush(tc, bin, bin->batch, true);
-    b->tid = tc->id;
-    b->next = bin->head;
-    bin->head = b;
+        bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
+    bin_push(tc, bin, b);
     bin_set_count(bin, bin_count(bin) + 1);
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
         nbuf_tcache_gc_(tc);
@@ -301,8 +328,10 @@ nbuf_header_alloc_(struct nbuf_pool *p)
         h = calloc(1, sizeof(*h));
         if (!h)
             errno = ENOMEM;
-        else
+        else {
             h->magic = NBUF_MAGIC;
+            h->key = NBUF_KEY_NONE;
+        }
         return h;
     }
     struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);
@@ -354,7 +383,7 @@ nbuf_tcache_check_(const struct nbuf_tcache *tc)
         uint32_t n = 0;
         for (const struct nbuf *b = bin->head; b; b = b->next, n++) {
             if (n > bin->cap || b->szind != i || b->pool != tc->pool || b->tid != tc->id ||
-                atomic_load(&b->refcnt) != 0 ||
+                atomic_load(&b->refcnt) != 0 || b->key != (b->slow ? NBUF_KEY_NONE : tc->key) ||
                 (b->kind != NBUF_KIND_SMALL && b->kind != NBUF_KIND_RUN))
                 return false;
         }

@@ -121,6 +121,17 @@ enum nbuf_kind {
 #define NBUF_F_TRACKED (1u << 2) /* leak tracking record attached */
 #define NBUF_F_SCRUB (1u << 3)   /* zero on final release */
 
+/*
+ * nbuf::key is a hint for the release fast path: it equals the key of the
+ * thread cache whose bin the buffer goes back to. A header gets a cache's
+ * key only when it is pushed into that cache's bin (and so is pooled, not
+ * slow, and normalised); everything slow carries NBUF_KEY_NONE, which no
+ * cache has. Cache keys come from one process-wide counter (never reused,
+ * never 0), so a stale thread-local binding (pool freed) matches nothing and
+ * an unbound thread (key 0) matches nothing either.
+ */
+#define NBUF_KEY_NONE UINT64_MAX
+
 /* Every header nbuf hands out carries this in nbuf::magic (set where headers
  * are born: arena header blocks, bypass calloc, view.c's fallback). */
 #define NBUF_MAGIC 0x6e627566u /* "nbuf" */
@@ -146,7 +157,10 @@ struct nbuf {
     size_t reader;     /* reader index */
     size_t writer;     /* writer index */
     size_t requested;  /* what the caller asked for (stats) */
-    uint64_t pool_id;  /* pool->id, compared with the thread-local on release */
+    uint64_t key;      /* the key of the thread cache this pair belongs to, or
+                          NBUF_KEY_NONE; equal to the releasing thread's
+                          nbuf_tls_.key only if the release fast path may push
+                          it there (see NBUF_KEY_NONE) */
     _Atomic uint32_t refcnt;
     uint32_t tid;            /* id of the thread cache the buffer came from (a
                                 cached pair: the cache holding it) */
@@ -277,18 +291,19 @@ struct nbuf_arena {
 
 /* ---- thread caches ----------------------------------------------------- */
 
+/*
+ * One size class of a thread cache: 32 bytes, so the fast paths find a bin
+ * with a shift (nbuf_sz_bin_off_ holds the offsets for requests <= 64 KiB).
+ * Invariants: count = cap - room <= cap pairs on head's list.
+ * Synchronization: written by the owning thread only, each field with one
+ * instruction (NBUF_COUNTER_ADD); nbuf_pool_stats reads them relaxed.
+ */
 struct nbuf_tcache_bin {
     struct nbuf *head; /* cached pairs, linked through nbuf::next (LIFO) */
-    /* Fast-path pops and pushes, written only by the owner (relaxed): they
-     * are the allocation statistics and, with base, the count. Two counters
-     * instead of one count shorten the alloc -> release dependency chain:
-     * each is stored by one side only. */
-    uint64_t nalloc;
-    uint64_t nrelease;
-    uint32_t base;      /* count = base + nrelease - nalloc (mod 2^32) */
-    uint32_t cap;       /* 0 with NBUF_POOL_NO_CACHE or above cache_max_size */
-    uint32_t batch;     /* pairs per fill or flush */
-    uint32_t gc_nalloc; /* nalloc at the last GC pass: unchanged = idle bin */
+    uint64_t nalloc;   /* fast-path pops (statistics) */
+    uint64_t nrelease; /* fast-path pushes (statistics) */
+    uint32_t room;     /* free places: the release fast path's one test */
+    uint32_t cap;      /* 0 with NBUF_POOL_NO_CACHE or above cache_max_size */
 };
 
 /*
@@ -303,6 +318,7 @@ struct nbuf_tstats {
     uint64_t remote_releases;
     uint64_t views_new, views_free;
     uint64_t huge_alloc;
+    uint64_t slow_alloc; /* entries of buf.c's alloc_slow */
 };
 
 /*
@@ -318,18 +334,23 @@ struct nbuf_tstats {
 struct nbuf_tcache {
     struct nbuf_pool *pool;
     struct nbuf_arena *arena; /* bound arena (fills come from here) */
-    uint32_t id;
+    uint64_t key;             /* process-wide unique, see NBUF_KEY_NONE */
+    uint32_t id;              /* per pool (nbuf::tid, remote-release stats) */
+    uint32_t gc_tick;         /* fast releases until the next GC pass */
     uint64_t seen_trim_epoch;
     struct nbuf_tcache *next, *prev; /* pool->tcaches */
     struct nbuf_tstats st;
     struct nbuf *headers; /* bare headers for views, linked through root */
     uint32_t nheaders;
+    uint32_t gc_nalloc[NBUF_NCLASSES]; /* bin nalloc at the last GC pass */
     struct nbuf_tcache_bin bins[NBUF_NCLASSES];
 };
 
-/* The fast-path thread-local: which pool the cached tcache belongs to. */
+/* The fast-path thread-local: the bound cache, its pool's id and its key
+ * (all 0 while the thread is bound to no pool: no pool or header matches). */
 struct nbuf_tls {
-    uint64_t pool_id; /* 0: none (pool ids start at 1) */
+    uint64_t pool_id; /* compared with nbuf_pool::fast_id by allocations */
+    uint64_t key;     /* compared with nbuf::key by releases */
     struct nbuf_tcache *tc;
 };
 
@@ -357,7 +378,10 @@ struct nbuf_backing {
  * atomics.
  */
 struct nbuf_pool {
-    uint64_t id; /* unique per process, never reused */
+    uint64_t id;      /* unique per process, never reused */
+    uint64_t fast_id; /* id when the allocation fast path may serve this
+                         pool, else NBUF_KEY_NONE (debug modes, flags, a
+                         max_buffer_size under 64 KiB) */
     struct nbuf_pool_config cfg;
     unsigned lg_page;
     unsigned chunk_pages;
@@ -365,9 +389,6 @@ struct nbuf_pool {
     unsigned nclasses; /* classes served from the pool (<= chunk_size) */
     unsigned ncached;  /* classes with a thread cache bin */
     unsigned header_szind;
-    size_t fast_max;    /* largest request the alloc fast path takes: 0 when a
-                           flag forces the slow path, else min(cache_max_size,
-                           max_buffer_size) */
     uint8_t slow_alloc; /* any flag that forces the slow allocation path */
     uint8_t buf_slow;   /* value of nbuf::slow for new buffers */
     uint8_t buf_flags;  /* value of nbuf::flags for new buffers */

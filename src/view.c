@@ -72,7 +72,7 @@ hdr_init(struct nbuf *h, struct nbuf_pool *p, uint8_t kind, uint8_t *mem, size_t
     h->kind = kind;
     h->szind = NBUF_SZIND_HUGE;
     h->flags = p ? (p->buf_flags & NBUF_F_CHECKED) : 0;
-    h->slow = 1;
+    nbuf_buf_set_slow_(h, 1);
     h->pool = p;
     h->slab = NULL;
     h->tid = 0;
@@ -208,7 +208,7 @@ nbuf_wrap(void *data, size_t len, void (*free_fn)(void *data, void *ctx), void *
         errno = EINVAL;
         return NULL;
     }
-    struct nbuf_pool *p = nbuf_pool_default();
+    struct nbuf_pool *p = nbuf_pool_resolve_(NULL);
     struct nbuf *h = hdr_alloc(p);
     if (!h)
         return NULL;
@@ -249,7 +249,7 @@ nbuf_map_file(int fd, off_t off, size_t len)
             return NULL;
         mem = (uint8_t *)map + delta;
     }
-    struct nbuf_pool *p = nbuf_pool_default();
+    struct nbuf_pool *p = nbuf_pool_resolve_(NULL);
     struct nbuf *h = hdr_alloc(p);
     if (!h) {
         if (len) {

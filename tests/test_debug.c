@@ -241,7 +241,7 @@ Test(debug, environment_flags)
     cr_assert(p->cfg.flags & NBUF_POOL_CHECKED);
     cr_assert(p->cfg.flags & NBUF_POOL_ZERO);
     cr_assert(p->cfg.flags & NBUF_POOL_SCRUB);
-    cr_assert_eq(p->fast_max, 0, "slow paths only");
+    cr_assert(!nbuf_pool_fast_(p), "slow paths only");
     cr_assert_not_null(p->leaks);
     struct nbuf *b = nbuf_alloc(p, 10);
     cr_assert(b->slow);
@@ -255,7 +255,7 @@ Test(debug, environment_flags)
     p = t_pool_new(NULL);
     unsetenv("NBUF_CHECK");
     cr_assert_eq(p->cfg.flags & NBUF_POOL_CHECKED, 0);
-    cr_assert_neq(p->fast_max, 0);
+    cr_assert(nbuf_pool_fast_(p));
     t_pool_done(p);
 }
 
@@ -265,7 +265,7 @@ Test(debug, valgrind_takes_slow_paths)
     if (!NBUF_RUNNING_ON_VALGRIND())
         cr_skip_test("not running on valgrind");
     struct nbuf_pool *p = t_pool_new(NULL);
-    cr_assert_eq(p->fast_max, 0);
+    cr_assert(!nbuf_pool_fast_(p));
     cr_assert(p->buf_slow);
     t_pool_done(p);
 }

@@ -47,18 +47,19 @@ Test(tcache, batch_fill_then_lifo_hits)
     struct nbuf_tcache *tc = my_tcache(p);
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
     cr_assert_eq(bin->cap, p->cfg.cache_small_count);
-    cr_assert_eq(nbuf_tcache_bin_count_(bin), bin->batch - 1, "one miss should fill a batch");
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), nbuf_tcache_bin_batch_(bin) - 1,
+                 "one miss should fill a batch");
     struct nbuf_pool_stats s = t_stats(p);
     cr_assert_eq(s.cache_misses, 1);
     cr_assert_eq(s.cache_hits, 0);
     cr_assert_eq(nbuf_release(a), 1);
-    cr_assert_eq(nbuf_tcache_bin_count_(bin), bin->batch);
+    cr_assert_eq(nbuf_tcache_bin_count_(bin), nbuf_tcache_bin_batch_(bin));
     struct nbuf *b = nbuf_alloc(p, 112);
     cr_assert_eq(b, a, "a release then an alloc of the same class should hit the same pair");
     s = t_stats(p);
     cr_assert_eq(s.cache_hits, 1);
     cr_assert_eq(s.cache_misses, 1);
-    cr_assert_eq(s.cached_bytes, (uint64_t)(bin->batch - 1) * 112);
+    cr_assert_eq(s.cached_bytes, (uint64_t)(nbuf_tcache_bin_batch_(bin) - 1) * 112);
     cr_assert_eq(nbuf_release(b), 1);
     cr_assert(nbuf_tcache_check_(tc));
     t_pool_done(p);
@@ -516,13 +517,13 @@ Test(tcache, pool_freed_while_thread_cache_idle)
     t_pool_done(tp.b);
 }
 
-/* Pools whose flags force the slow allocation path (fast_max 0) must not
+/* Pools whose flags force the slow allocation path (fast_id NBUF_KEY_NONE) must not
  * hand out a cached pair for a 0-byte request either: with NBUF_POOL_ZERO
  * the recycled 16 bytes would keep the previous owner's data. */
 Test(tcache, zero_size_request_in_slow_pool)
 {
     struct nbuf_pool *p = pool_with(1, NBUF_POOL_ZERO);
-    cr_assert_eq(p->fast_max, 0);
+    cr_assert(!nbuf_pool_fast_(p));
     for (unsigned round = 0; round < 3; round++) {
         struct nbuf *a = nbuf_alloc(p, 1);
         cr_assert_not_null(a);
@@ -616,7 +617,7 @@ Test(tcache, large_cached_classes_beyond_the_fast_path)
         t_pool_done(p);
         cr_skip("thread caches disabled by the environment");
     }
-    cr_assert_leq(p->fast_max, 64u << 10);
+    cr_assert_eq(NBUF_FAST_MAX, 64u << 10);
     /* The largest cached class (tiny chunks cap the classes below it). */
     size_t size = p->ncached ? nbuf_sz_usize_(p->ncached - 1) : 0;
     if (size <= (64u << 10)) {
@@ -638,4 +639,79 @@ Test(tcache, large_cached_classes_beyond_the_fast_path)
     cr_assert_eq(nbuf_tcache_bin_count_(bin), before);
     nbuf_release(b);
     t_pool_done(p);
+}
+
+/* A loop of cached pairs of every fast size, on the pool given and on the
+ * default pool through NULL, never enters the slow allocation path. */
+static void
+assert_fast_loop(struct nbuf_pool *arg, struct nbuf_pool *p)
+{
+    static const size_t sizes[] = {1, 64, 1000, 4096, 4097, 16384, 65536};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+        nbuf_release(nbuf_alloc(arg, sizes[k])); /* fill the bins */
+    struct nbuf_pool_stats before = t_stats(p);
+    enum { N = 10000 };
+    for (unsigned i = 0; i < N; i++) {
+        struct nbuf *b = nbuf_alloc(arg, sizes[i % (sizeof(sizes) / sizeof(sizes[0]))]);
+        cr_assert_not_null(b);
+        cr_assert_eq(b->pool, p);
+        cr_assert_eq(nbuf_write_u8(b, (uint8_t)i), 0);
+        cr_assert_eq(nbuf_release(b), 1);
+    }
+    struct nbuf_pool_stats after = t_stats(p);
+    cr_assert_eq(after.allocations - before.allocations, N);
+    cr_assert_eq(after.slow_allocations, before.slow_allocations, "%llu slow allocations",
+                 (unsigned long long)(after.slow_allocations - before.slow_allocations));
+    cr_assert_eq(after.cache_hits - before.cache_hits, N);
+    /* And the slow path is counted: 0 bytes, above 64 KiB, nbuf_alloc_ex. */
+    nbuf_release(nbuf_alloc(arg, 0));
+    nbuf_release(nbuf_alloc(arg, 65537));
+    nbuf_release(nbuf_alloc_ex(arg, 64, 1024, 0));
+    cr_assert_eq(t_stats(p).slow_allocations, before.slow_allocations + 3);
+}
+
+Test(tcache, default_pool_takes_the_fast_path)
+{
+    struct nbuf_pool *p = nbuf_pool_default();
+    cr_assert_not_null(p);
+    if (!nbuf_pool_fast_(p) || (p->cfg.flags & (NBUF_POOL_NO_CACHE | NBUF_POOL_CHECKED)))
+        cr_skip("the environment turned the fast paths or the caches off");
+    assert_fast_loop(NULL, p);
+    assert_fast_loop(p, p);
+    cr_assert(nbuf_tcache_check_(nbuf_tls_.tc));
+}
+
+Test(tcache, explicit_pool_takes_the_fast_path)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    if (!nbuf_pool_fast_(p)) {
+        t_pool_done(p);
+        cr_skip("the environment turned the fast paths off");
+    }
+    assert_fast_loop(p, p);
+    t_pool_done(p);
+}
+
+/* A thread that alternates between two pools rebinds at each switch (a
+ * slow allocation) but every buffer still goes back to its own pool. */
+Test(tcache, alternating_pools_stay_correct)
+{
+    struct nbuf_pool *a = cached_pool(1);
+    struct nbuf_pool *b = cached_pool(1);
+    for (unsigned i = 0; i < 1000; i++) {
+        struct nbuf *x = nbuf_alloc(a, 64), *y = nbuf_alloc(b, 64);
+        struct nbuf *z = nbuf_alloc(NULL, 64);
+        cr_assert(x && y && z);
+        cr_assert_eq(x->pool, a);
+        cr_assert_eq(y->pool, b);
+        cr_assert_eq(z->pool, nbuf_pool_default());
+        cr_assert_eq(nbuf_release(x), 1);
+        cr_assert_eq(nbuf_release(z), 1);
+        cr_assert_eq(nbuf_release(y), 1);
+    }
+    cr_assert_eq(t_stats(a).live_buffers, 0);
+    cr_assert_eq(t_stats(b).live_buffers, 0);
+    cr_assert_eq(t_stats(nbuf_pool_default()).live_buffers, 0);
+    t_pool_done(a);
+    t_pool_done(b);
 }

@@ -43,6 +43,10 @@ struct nbuf_pool_stats {
     uint64_t threads;          /**< threads holding a cache of this pool */
     uint64_t empty_chunks;     /**< chunks with no page in use (reserve) */
     uint64_t views;            /**< live views (slices, duplicates) */
+    uint64_t slow_allocations; /**< allocations that left the inline fast
+                                    path: misses, sizes above 64 KiB or 0,
+                                    flags, debug modes, growth, another pool
+                                    bound to the thread */
 };
 
 /** Formats for nbuf_pool_print_stats(). */

@@ -334,8 +334,8 @@ restore_fast_paths(void)
         return;
     pool->slow_alloc = 0;
     pool->buf_slow = 0;
-    pool->fast_max = nbuf_pool_fast_max_(pool);
-    printf("# nbuf fast paths restored under valgrind (fast_max %zu)\n", pool->fast_max);
+    pool->fast_id = nbuf_pool_fast_id_(pool);
+    printf("# nbuf fast paths restored under valgrind\n");
 #endif
 }
 #endif
@@ -362,7 +362,7 @@ check_allocator(void)
         die("NBUF_* flags 0x%x set from the environment: refusing to report", pool->cfg.flags);
     printf("backing %s\n", pool->cfg.backing == NBUF_BACKING_JEMALLOC ? "jemalloc" : "mmap");
     restore_fast_paths();
-    if (pool->slow_alloc || pool->buf_slow || !pool->fast_max)
+    if (pool->slow_alloc || pool->buf_slow || !nbuf_pool_fast_(pool))
         die("nbuf's fast paths are off (NBUF_LEAK or a debug mode?): refusing to report");
 #endif
     fflush(stdout);
