@@ -185,6 +185,21 @@ alloc_miss(struct nbuf_pool *p, size_t capacity)
 {
     if (!(p = nbuf_pool_resolve_(p)))
         return NULL;
+    /* Above the bins: the thread's large cache, with no lock. */
+    if (capacity - 1 < p->large_max && p->fast_id == nbuf_tls_.pool_id) {
+        unsigned szind = nbuf_sz_index_(capacity);
+        struct nbuf *b;
+        if (szind >= p->ncached && (b = nbuf_tcache_large_get_(nbuf_tls_.tc, szind))) {
+            b->reader = 0;
+            b->writer = 0;
+            b->requested = capacity;
+            atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
+            atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
+            NBUF_ASAN_UNPOISON(b->mem, b->capacity);
+            NBUF_COUNTER_ADD64(nbuf_tls_.tc->st.req_alloc, capacity);
+            return b;
+        }
+    }
     return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
 }
 
@@ -390,27 +405,33 @@ release_other(struct nbuf *b)
 {
     if (unlikely(b->magic != NBUF_MAGIC))
         return report_foreign(b, "nbuf_release");
-    if (!b->slow && b->pool->id == nbuf_tls_.pool_id) {
+    struct nbuf_pool *p = b->pool;
+    if (!b->slow && p->id == nbuf_tls_.pool_id) {
         struct nbuf_tcache *tc = nbuf_tls_.tc;
         struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
+        uint32_t tid = b->tid;
         if (bin->room) {
             NBUF_COUNTER_ADD32(bin->room, -1);
             atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
             NBUF_ASAN_POISON(b->mem, b->capacity);
             b->key = tc->key;
+            b->tid = tc->id;
             b->next = bin->head;
             bin->head = b;
             NBUF_COUNTER_ADD64(bin->nrelease, 1);
-            NBUF_COUNTER_ADD64(tc->st.req_release, b->requested);
-            if (b->tid != tc->id) {
-                /* Released on another thread: the pair joins this cache. */
-                NBUF_COUNTER_ADD64(tc->st.remote_releases, 1);
-                b->tid = tc->id;
-            }
-            if (unlikely(--tc->gc_tick == 0))
-                return release_gc(tc);
-            return 1;
+        } else if (b->szind >= p->ncached && p->fast_id == nbuf_tls_.pool_id &&
+                   nbuf_tcache_large_put_(tc, b)) {
+            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+            NBUF_ASAN_POISON(b->mem, b->capacity);
+        } else {
+            return release_last_slow(b);
         }
+        NBUF_COUNTER_ADD64(tc->st.req_release, b->requested);
+        if (tid != tc->id) /* released on another thread: it joins this cache */
+            NBUF_COUNTER_ADD64(tc->st.remote_releases, 1);
+        if (unlikely(--tc->gc_tick == 0))
+            return release_gc(tc);
+        return 1;
     }
     return release_last_slow(b);
 }

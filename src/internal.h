@@ -207,6 +207,11 @@ nbuf_tcache_bin_batch_(const struct nbuf_tcache_bin *bin)
 {
     return bin->cap > 1 ? bin->cap / 2 : 1;
 }
+/* The large cache (see struct nbuf_large_cache): a pair of class @szind
+ * (>= ncached) or NULL; put takes a released pair (capacity = its class
+ * size) if it fits, else false. Both count the thread's statistics. */
+struct nbuf *nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind);
+bool nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b);
 /* Fast releases between two GC passes of a thread cache. */
 #define NBUF_GC_INTERVAL 4096
 /* initial-exec: a plain %fs-relative load even in the shared library (no

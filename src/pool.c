@@ -29,6 +29,7 @@ nbuf_pool_config_init(struct nbuf_pool_config *cfg)
     cfg->cache_small_count = 128;
     cfg->cache_normal_count = 16;
     cfg->cache_max_size = 64u << 10;
+    cfg->cache_large_bytes = 4u << 20;
     cfg->memory_limit = 0;
     cfg->max_buffer_size = (size_t)1 << 30;
     cfg->flags = 0;
@@ -177,6 +178,15 @@ pool_classes(struct nbuf_pool *p)
         }
         if (usize <= p->cfg.cache_max_size)
             p->ncached = i + 1;
+    }
+    /* The large cache takes what the bins do not, up to the chunk size. */
+    p->large_max = 0;
+    if (p->cfg.cache_large_bytes && !(p->cfg.flags & NBUF_POOL_NO_CACHE) &&
+        p->nclasses > p->ncached) {
+        p->large_max =
+            p->cfg.chunk_size < p->cfg.max_buffer_size ? p->cfg.chunk_size : p->cfg.max_buffer_size;
+        if (p->large_max > p->cfg.cache_large_bytes)
+            p->large_max = p->cfg.cache_large_bytes;
     }
 }
 
@@ -523,6 +533,7 @@ default_pool_create(void)
     env_unsigned("NBUF_CACHE_SMALL", &cfg.cache_small_count);
     env_unsigned("NBUF_CACHE_NORMAL", &cfg.cache_normal_count);
     env_size("NBUF_CACHE_MAX_SIZE", &cfg.cache_max_size);
+    env_size("NBUF_CACHE_LARGE", &cfg.cache_large_bytes);
     env_size("NBUF_MEMORY_LIMIT", &cfg.memory_limit);
     env_size("NBUF_MAX_BUFFER_SIZE", &cfg.max_buffer_size);
     const char *bk = getenv("NBUF_BACKING");

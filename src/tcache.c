@@ -163,11 +163,71 @@ headers_flush(struct nbuf_tcache *tc, uint32_t keep)
         nbuf_headers_free_(tc->pool, batch, n);
 }
 
+/* ---- the large cache ---- */
+
+struct nbuf *
+nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind)
+{
+    struct nbuf_large_cache *lc = &tc->large;
+    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
+        struct nbuf *b = lc->slot[i];
+        if (b && b->szind == szind) {
+            lc->slot[i] = NULL;
+            NBUF_STORE_RELAXED(lc->bytes, lc->bytes - b->capacity);
+            lc->nget++;
+            NBUF_COUNTER_ADD64(tc->st.nalloc, 1);
+            NBUF_COUNTER_ADD64(tc->st.bytes_alloc, b->capacity);
+            return b;
+        }
+    }
+    return NULL;
+}
+
+bool
+nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b)
+{
+    struct nbuf_large_cache *lc = &tc->large;
+    /* large_max <= cache_large_bytes, and 0 when the pool caches nothing. */
+    if (b->capacity > tc->pool->large_max ||
+        lc->bytes + b->capacity > tc->pool->cfg.cache_large_bytes)
+        return false;
+    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
+        if (!lc->slot[i]) {
+            b->tid = tc->id;
+            b->key = NBUF_KEY_NONE; /* never on a bin: releases come here */
+            lc->slot[i] = b;
+            NBUF_STORE_RELAXED(lc->bytes, lc->bytes + b->capacity);
+            NBUF_COUNTER_ADD64(tc->st.nrelease, 1);
+            NBUF_COUNTER_ADD64(tc->st.bytes_release, b->capacity);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+large_flush(struct nbuf_tcache *tc)
+{
+    struct nbuf_large_cache *lc = &tc->large;
+    struct nbuf *items[NBUF_LARGE_SLOTS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
+        if (lc->slot[i]) {
+            items[n++] = lc->slot[i];
+            lc->slot[i] = NULL;
+        }
+    }
+    NBUF_STORE_RELAXED(lc->bytes, 0);
+    if (n)
+        nbuf_pairs_free_(tc->pool, items, n, false);
+}
+
 void
 nbuf_tcache_flush_(struct nbuf_tcache *tc)
 {
     for (unsigned i = 0; i < tc->pool->ncached; i++)
         bin_flush(tc, &tc->bins[i], UINT32_MAX, false);
+    large_flush(tc);
     headers_flush(tc, 0);
 }
 
@@ -191,6 +251,10 @@ nbuf_tcache_gc_(struct nbuf_tcache *tc)
             bin_flush(tc, bin, (count + 1) / 2, true);
         tc->gc_nalloc[i] = (uint32_t)bin->nalloc;
     }
+    /* Large pairs are few and big: an idle interval returns them all. */
+    if (tc->large.nget == tc->large.gc_nget)
+        large_flush(tc);
+    tc->large.gc_nget = tc->large.nget;
 }
 
 void
@@ -390,6 +454,19 @@ nbuf_tcache_check_(const struct nbuf_tcache *tc)
         if (n != bin_count(bin) || n > bin->cap)
             return false;
     }
+    uint64_t large = 0;
+    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
+        const struct nbuf *b = tc->large.slot[i];
+        if (!b)
+            continue;
+        if (b->pool != tc->pool || b->tid != tc->id || atomic_load(&b->refcnt) != 0 ||
+            b->key != NBUF_KEY_NONE || (b->kind != NBUF_KIND_SMALL && b->kind != NBUF_KIND_RUN) ||
+            b->szind < tc->pool->ncached)
+            return false;
+        large += b->capacity;
+    }
+    if (large != tc->large.bytes || large > tc->pool->cfg.cache_large_bytes)
+        return false;
     uint32_t n = 0;
     for (const struct nbuf *h = tc->headers; h; h = h->root)
         n++;

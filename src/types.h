@@ -322,6 +322,21 @@ struct nbuf_tstats {
 };
 
 /*
+ * A thread's few pairs above cache_max_size (to the chunk size), so a loop
+ * of large buffers reuses one instead of taking an arena lock per pair.
+ * Invariants: bytes = sum of the slots' capacities <= cache_large_bytes;
+ * every slot pair has refcnt 0, key NBUF_KEY_NONE, a pooled kind.
+ * Synchronization: the owning thread; bytes is read relaxed by stats.
+ */
+#define NBUF_LARGE_SLOTS 4
+struct nbuf_large_cache {
+    struct nbuf *slot[NBUF_LARGE_SLOTS];
+    uint64_t bytes;
+    uint32_t nget;    /* pairs taken, ever */
+    uint32_t gc_nget; /* nget at the last GC pass: unchanged = idle */
+};
+
+/*
  * A thread's cache for one pool. Found through the thread-local
  * nbuf_tls_ (fast) or the pool's pthread key (slow).
  *
@@ -343,6 +358,7 @@ struct nbuf_tcache {
     struct nbuf *headers; /* bare headers for views, linked through root */
     uint32_t nheaders;
     uint32_t gc_nalloc[NBUF_NCLASSES]; /* bin nalloc at the last GC pass */
+    struct nbuf_large_cache large;
     struct nbuf_tcache_bin bins[NBUF_NCLASSES];
 };
 
@@ -388,6 +404,7 @@ struct nbuf_pool {
     unsigned nsmall;   /* classes served from subpages */
     unsigned nclasses; /* classes served from the pool (<= chunk_size) */
     unsigned ncached;  /* classes with a thread cache bin */
+    size_t large_max;  /* largest request the large cache serves (0: none) */
     unsigned header_szind;
     uint8_t slow_alloc; /* any flag that forces the slow allocation path */
     uint8_t buf_slow;   /* value of nbuf::slow for new buffers */

@@ -715,3 +715,146 @@ Test(tcache, alternating_pools_stay_correct)
     t_pool_done(a);
     t_pool_done(b);
 }
+
+/* ---- the large cache: a few pairs above cache_max_size ---- */
+
+static struct nbuf_pool *
+large_pool(size_t budget, size_t *size)
+{
+    if (t_bypass())
+        cr_skip("pooled layout");
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.cache_large_bytes = budget;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    *size = p->cfg.chunk_size / 4;
+    if ((p->cfg.flags & (NBUF_POOL_NO_CACHE | NBUF_POOL_CHECKED)) || !nbuf_pool_fast_(p) ||
+        *size <= p->cfg.cache_max_size) {
+        t_pool_done(p);
+        cr_skip("no large class with this environment's pools");
+    }
+    return p;
+}
+
+/* A loop of large pairs reuses one buffer, with one slow allocation. */
+Test(tcache, large_pairs_reuse_the_cached_buffer)
+{
+    size_t size;
+    struct nbuf_pool *p = large_pool(4u << 20, &size);
+    struct nbuf *b = nbuf_alloc(p, size);
+    cr_assert_not_null(b);
+    struct nbuf *h = b;
+    uint8_t *mem = b->mem;
+    size_t cap = b->capacity;
+    nbuf_release(b);
+    struct nbuf_pool_stats before = t_stats(p);
+    cr_assert_eq(before.cached_bytes, cap);
+    for (unsigned i = 0; i < 1000; i++) {
+        b = nbuf_alloc(p, size - i);
+        cr_assert_eq(b, h);
+        cr_assert_eq(b->mem, mem);
+        cr_assert_eq(nbuf_refcnt(b), 1);
+        cr_assert_eq(nbuf_readable(b), 0);
+        cr_assert_eq(nbuf_capacity(b), cap);
+        t_buf_fill(b, i);
+        cr_assert(t_buf_verify(b, i));
+        cr_assert_eq(nbuf_pool_stats(p, &before), 0);
+        cr_assert_eq(before.requested_bytes, size - i);
+        cr_assert_eq(before.cached_bytes, 0);
+        cr_assert_eq(nbuf_release(b), 1);
+    }
+    struct nbuf_pool_stats after = t_stats(p);
+    cr_assert_eq(after.slow_allocations, 1);
+    cr_assert_eq(after.allocations, 1001);
+    cr_assert_eq(after.releases, 1001);
+    cr_assert_eq(after.cache_hits, 1000);
+    cr_assert_eq(after.live_buffers, 0);
+    cr_assert_eq(after.used_bytes, 0);
+    cr_assert(nbuf_tcache_check_(my_tcache(p)));
+    /* Trim gives it back: the chunk is empty again. */
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    after = t_stats(p);
+    cr_assert_eq(after.cached_bytes, 0);
+    cr_assert_eq(p->arenas[0].nchunks, p->arenas[0].nempty);
+    t_pool_done(p);
+}
+
+/* At most four pairs and cache_large_bytes bytes; 0 keeps none. */
+Test(tcache, large_cache_is_bounded)
+{
+    size_t size;
+    struct nbuf_pool *p = large_pool(3 * ((size_t)4 << 20) / 4, &size);
+    enum { N = 6 };
+    struct nbuf *v[N];
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_not_null(v[i] = nbuf_alloc(p, size / 2 + i * 4096));
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(nbuf_release(v[i]), 1);
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_leq(st.cached_bytes, p->cfg.cache_large_bytes);
+    cr_assert_gt(st.cached_bytes, 0);
+    struct nbuf_tcache *tc = my_tcache(p);
+    unsigned n = 0;
+    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++)
+        n += tc->large.slot[i] != NULL;
+    cr_assert_leq(n, NBUF_LARGE_SLOTS);
+    cr_assert(nbuf_tcache_check_(tc));
+    t_pool_done(p);
+
+    p = large_pool(0, &size);
+    cr_assert_eq(p->large_max, 0);
+    nbuf_release(nbuf_alloc(p, size));
+    cr_assert_eq(t_stats(p).cached_bytes, 0);
+    t_pool_done(p);
+}
+
+/* An idle GC interval returns the large pairs. */
+Test(tcache, large_cache_returns_idle_pairs)
+{
+    size_t size;
+    struct nbuf_pool *p = large_pool(4u << 20, &size);
+    nbuf_release(nbuf_alloc(p, size));
+    cr_assert_gt(t_stats(p).cached_bytes, 0);
+    for (unsigned i = 0; i < 2 * NBUF_GC_INTERVAL + 10; i++)
+        nbuf_release(nbuf_alloc(p, 64));
+    struct nbuf_tcache *tc = my_tcache(p);
+    cr_assert_eq(tc->large.bytes, 0, "idle large pairs kept");
+    cr_assert(nbuf_tcache_check_(tc));
+    t_pool_done(p);
+}
+
+struct large_handoff {
+    struct nbuf_pool *p;
+    struct nbuf *b;
+};
+
+static void *
+release_large(void *arg)
+{
+    struct large_handoff *h = arg;
+    T_CHECK(nbuf_release(h->b) == 1);
+    /* It joined this thread's cache, and a new allocation gets it. */
+    struct nbuf *again = nbuf_alloc(h->p, h->p->cfg.chunk_size / 4);
+    T_CHECK(again == h->b);
+    T_CHECK(nbuf_release(again) == 1);
+    return NULL;
+}
+
+/* A large pair released on another thread joins that thread's cache. */
+Test(tcache, large_pair_released_remotely)
+{
+    size_t size;
+    struct nbuf_pool *p = large_pool(4u << 20, &size);
+    struct large_handoff h = {p, nbuf_alloc(p, size)};
+    cr_assert_not_null(h.b);
+    uint64_t remote = t_stats(p).remote_releases;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, release_large, &h), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    t_thread_assert_ok();
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_eq(st.remote_releases, remote + 1);
+    cr_assert_eq(st.live_buffers, 0);
+    t_pool_done(p);
+}

@@ -94,6 +94,11 @@ struct nbuf_pool_config {
     void (*chunk_free)(void *ptr, size_t size, void *ctx);
     /** Passed to chunk_alloc and chunk_free. */
     void *backing_ctx;
+    /** Bytes each thread cache may keep in up to four buffers larger than
+     *  cache_max_size (up to the chunk size), so that a loop of large
+     *  buffers does not take an arena lock per buffer; 0 = none (default
+     *  4 MiB). */
+    size_t cache_large_bytes;
 };
 
 /**
