@@ -178,6 +178,23 @@ alloc_tracked(struct nbuf_pool *p, size_t capacity, size_t max_capacity, unsigne
     return b;
 }
 
+/* A cached pair becomes a fresh buffer of @capacity requested bytes. Cached
+ * pairs are normalised on their way in (max_capacity, flags, key...): only
+ * the cursors, the counts and the statistics change here. */
+static inline struct nbuf *
+pair_hand_out(struct nbuf_tcache *tc, struct nbuf *b, size_t capacity)
+{
+    b->reader = 0;
+    b->writer = 0;
+    b->requested = capacity;
+    /* A fresh buffer has had no views (the last owner may have). */
+    atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
+    NBUF_ASAN_UNPOISON(b->mem, b->capacity);
+    NBUF_COUNTER_ADD64(tc->st.req_alloc, capacity);
+    return b;
+}
+
 /* Out of line, so that the fast path needs no stack frame. @p is a pool or
  * &nbuf_no_pool_ (a NULL argument before the default pool exists). */
 static __attribute__((noinline)) struct nbuf *
@@ -189,16 +206,8 @@ alloc_miss(struct nbuf_pool *p, size_t capacity)
     if (capacity - 1 < p->large_max && p->fast_id == nbuf_tls_.pool_id) {
         unsigned szind = nbuf_sz_index_(capacity);
         struct nbuf *b;
-        if (szind >= p->ncached && (b = nbuf_tcache_large_get_(nbuf_tls_.tc, szind))) {
-            b->reader = 0;
-            b->writer = 0;
-            b->requested = capacity;
-            atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
-            atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
-            NBUF_ASAN_UNPOISON(b->mem, b->capacity);
-            NBUF_COUNTER_ADD64(nbuf_tls_.tc->st.req_alloc, capacity);
-            return b;
-        }
+        if (szind >= p->ncached && (b = nbuf_tcache_large_get_(nbuf_tls_.tc, szind)))
+            return pair_hand_out(nbuf_tls_.tc, b, capacity);
     }
     return alloc_tracked(p, capacity, p->cfg.max_buffer_size, 0);
 }
@@ -220,20 +229,10 @@ nbuf_alloc(struct nbuf_pool *p, size_t capacity)
         struct nbuf_tcache_bin *bin = nbuf_tcache_bin_of_(tc, below);
         struct nbuf *b = bin->head;
         if (likely(b)) {
-            /* Cached pairs are normalised on their way in (max_capacity,
-             * flags, key...): only the cursors and counters change here. */
             bin->head = b->next;
-            b->reader = 0;
-            b->writer = 0;
-            b->requested = capacity;
-            /* A fresh buffer has had no views (the last owner may have). */
-            atomic_store_explicit(&b->nviews, 0, memory_order_relaxed);
-            atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
-            NBUF_ASAN_UNPOISON(b->mem, b->capacity);
             NBUF_COUNTER_ADD32(bin->room, 1);
             NBUF_COUNTER_ADD64(bin->nalloc, 1);
-            NBUF_COUNTER_ADD64(tc->st.req_alloc, capacity);
-            return b;
+            return pair_hand_out(tc, b, capacity);
         }
     }
     return alloc_miss(p, capacity);
