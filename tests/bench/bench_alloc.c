@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Allocation benchmark driver. Runs the bench_alloc_<variant> executables (nbuf and each peer
- * allocator, one process per run so that each links and serves only its own malloc)
- * alternately, several repetitions of every workload with the variant order rotated, and prints
- * a Markdown table of medians with nbuf's ratio to the best peer and the SPEC target verdict.
+ * Allocation benchmark driver. Runs the bench_alloc_<variant> executables (nbuf on a pool of
+ * its own, nbuf-default on the default pool, and each peer allocator, one process per run so
+ * that each links and serves only its own malloc) alternately, several repetitions of every
+ * workload with the variant order rotated, and prints a Markdown table of medians with each nbuf
+ * variant's ratio to the best peer and the SPEC target verdict (the SPEC holds the default pool
+ * and an explicit pool to the same targets; they are never each other's peer).
  * Variants come from the command line, or are looked up next to this executable. With --tsv
  * FILE it also writes every repetition, the medians and the RSS over the (d) trace of each
  * variant as tab-separated records for tests/bench/report.py.
@@ -23,7 +25,8 @@
 #define MAX_VARIANTS 8
 #define MAX_REPS 31
 
-static const char *const known_variants[] = {"nbuf", "glibc", "jemalloc", "tcmalloc", "mimalloc"};
+static const char *const known_variants[] = {"nbuf",     "nbuf-default", "glibc",
+                                             "jemalloc", "tcmalloc",     "mimalloc"};
 
 enum better { LOWER, HIGHER };
 enum target {
@@ -88,7 +91,7 @@ add_variant(const char *name, const char *path)
     snprintf(v->path, sizeof(v->path), "%s", path);
 }
 
-/* Name a variant by its executable: bench_alloc_<name>; nbuf first, peers in a fixed order. */
+/* Name a variant by its executable: bench_alloc_<name>. */
 static void
 add_variant_path(const char *path)
 {
@@ -120,6 +123,13 @@ find_variants_next_to_self(void)
         if (access(path, X_OK) == 0)
             add_variant(known_variants[i], path);
     }
+}
+
+/* nbuf and nbuf-default: the allocators under test, the rest are their peers. */
+static bool
+is_nbuf(const struct variant *v)
+{
+    return strncmp(v->name, "nbuf", 4) == 0;
 }
 
 static int
@@ -288,22 +298,72 @@ print_machine(void)
            reps == 1 ? "" : "s", load_before, load_after);
 }
 
-/* The table; returns how many nbuf targets were missed. */
-static int
-print_table(void)
+/* A cost ratio either way: above 1.00 means worse than the best peer; -1 when not known. */
+static double
+cost_ratio(enum better better, double x, double best)
 {
-    int missed = 0;
-    const struct variant *nb = NULL;
-    printf("| workload | unit |");
-    for (unsigned i = 0; i < nvariants; i++) {
-        printf(" %s |", variants[i].name);
-        if (strcmp(variants[i].name, "nbuf") == 0)
-            nb = &variants[i];
+    if (x >= 0 && best > 0)
+        return better == LOWER ? x / best : (x > 0 ? best / x : -1);
+    if (x >= 0 && best == 0)
+        return x == 0 ? 1 : -1;
+    return -1;
+}
+
+/* One nbuf variant's ratio and verdict cells; returns 1 when it misses the target. */
+static int
+print_verdict(const struct row *row, double x, double ratio)
+{
+    if (ratio < 0)
+        printf(" n/a |");
+    else
+        printf(" %.2f |", ratio);
+    switch (row->target) {
+    case T_NONE: printf(" (none) |"); break;
+    case T_PEER:
+        if (ratio < 0)
+            printf(" n/a |");
+        else if (ratio <= 1.0)
+            printf(" meets |");
+        else {
+            printf(" **misses by %.0f%%** |", (ratio - 1) * 100);
+            return 1;
+        }
+        break;
+    case T_ABS:
+        if (x < 0)
+            printf(" n/a |");
+        else if (x <= row->limit)
+            printf(" meets (<= %g) |", row->limit);
+        else {
+            printf(" **misses (> %g)** |", row->limit);
+            return 1;
+        }
+        break;
     }
-    printf(" best peer | nbuf / best | target |\n|---|---|");
+    return 0;
+}
+
+/* The table, with a ratio and a verdict per nbuf variant; @missed: the count per variant. */
+static void
+print_table(int missed[MAX_VARIANTS])
+{
+    printf("| workload | unit |");
+    for (unsigned i = 0; i < nvariants; i++)
+        printf(" %s |", variants[i].name);
+    printf(" best peer |");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf(" %s / best | %s target |", variants[i].name, variants[i].name);
+    }
+    printf("\n|---|---|");
     for (unsigned i = 0; i < nvariants; i++)
         printf("---:|");
-    printf("---|---:|---|\n");
+    printf("---|");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf("---:|---|");
+    }
+    printf("\n");
     for (size_t r = 0; r < NROWS; r++) {
         if (only && strcmp(only, rows[r].workload) != 0)
             continue;
@@ -313,7 +373,7 @@ print_table(void)
         for (unsigned i = 0; i < nvariants; i++) {
             double m = median(&variants[i], r);
             print_value(m);
-            if (&variants[i] == nb || m < 0)
+            if (is_nbuf(&variants[i]) || m < 0)
                 continue;
             bool better = rows[r].better == LOWER ? m < best : m > best;
             if (best < 0 || better) {
@@ -321,43 +381,15 @@ print_table(void)
                 best_name = variants[i].name;
             }
         }
-        double x = nb ? median(nb, r) : -1;
-        /* A cost ratio either way: above 1.00 means nbuf is worse than the best peer. */
-        double ratio = -1;
-        if (x >= 0 && best > 0)
-            ratio = rows[r].better == LOWER ? x / best : (x > 0 ? best / x : -1);
-        else if (x >= 0 && best == 0)
-            ratio = x == 0 ? 1 : -1;
         printf(" %s |", best_name);
-        if (ratio < 0)
-            printf(" n/a |");
-        else
-            printf(" %.2f |", ratio);
-        switch (rows[r].target) {
-        case T_NONE: printf(" (none) |\n"); break;
-        case T_PEER:
-            if (ratio < 0)
-                printf(" n/a |\n");
-            else if (ratio <= 1.0)
-                printf(" meets |\n");
-            else {
-                printf(" **misses by %.0f%%** |\n", (ratio - 1) * 100);
-                missed++;
-            }
-            break;
-        case T_ABS:
-            if (x < 0)
-                printf(" n/a |\n");
-            else if (x <= rows[r].limit)
-                printf(" meets (<= %g) |\n", rows[r].limit);
-            else {
-                printf(" **misses (> %g)** |\n", rows[r].limit);
-                missed++;
-            }
-            break;
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (!is_nbuf(&variants[i]))
+                continue;
+            double x = median(&variants[i], r);
+            missed[i] += print_verdict(&rows[r], x, cost_ratio(rows[r].better, x, best));
         }
+        printf("\n");
     }
-    return missed;
 }
 
 static const char *
@@ -376,7 +408,7 @@ tsv_text(const char *s)
 /*
  * --tsv FILE, one record per line, the kind first:
  *   meta <key> <value>
- *   variant <name> <description> <ok|failed>
+ *   variant <name> <description> <ok|failed> <nbuf|peer>
  *   info <variant> <workload> <text>
  *   row <key> <label> <unit> <lower|higher> <none|peer|abs> <limit>
  *   value <row key> <variant> <repetition> <value>
@@ -396,8 +428,8 @@ write_tsv(void)
     fprintf(f, "meta\tload_before\t%.2f\nmeta\tload_after\t%.2f\n", load_before, load_after);
     for (unsigned i = 0; i < nvariants; i++) {
         const struct variant *v = &variants[i];
-        fprintf(f, "variant\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
-                v->failed ? "failed" : "ok");
+        fprintf(f, "variant\t%s\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
+                v->failed ? "failed" : "ok", is_nbuf(v) ? "nbuf" : "peer");
         for (size_t w = 0; w < NWORKLOADS; w++) {
             if (v->info[w][0])
                 fprintf(f, "info\t%s\t%s\t%s\n", v->name, workloads[w], tsv_text(v->info[w]));
@@ -602,13 +634,23 @@ main(int argc, char **argv)
         }
     }
     printf("\n");
-    int missed = print_table();
-    printf("\nnbuf / best: nbuf's cost relative to the best peer (time, 1 / throughput, RSS); "
-           "<= 1.00 meets. ");
+    int missed[MAX_VARIANTS] = {0};
+    print_table(missed);
+    printf("\n<nbuf variant> / best: its cost relative to the best peer (time, 1 / throughput, "
+           "RSS); <= 1.00 meets. ");
     if (status)
         printf("Some variants failed or refused: see above and stderr.\n");
-    else
-        printf("%d target%s missed.\n", missed, missed == 1 ? "" : "s");
+    else {
+        printf("Targets missed:");
+        const char *sep = " ";
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (is_nbuf(&variants[i])) {
+                printf("%s%s %d", sep, variants[i].name, missed[i]);
+                sep = ", ";
+            }
+        }
+        printf(".\n");
+    }
     if (tsv_path && write_tsv() != 0)
         status = 1;
     return status;

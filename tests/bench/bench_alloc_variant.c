@@ -2,11 +2,12 @@
 /*
  * Allocation benchmark, one allocator per executable. Built once per variant
  * (-DBENCH_NBUF, -DBENCH_GLIBC, -DBENCH_JEMALLOC, -DBENCH_TCMALLOC, -DBENCH_MIMALLOC) so each
- * links only its own malloc; runs one workload per invocation and prints "key value" lines for
- * the driver (bench_alloc.c). It refuses to run when malloc is served by another allocator than
- * the one it was built for. Every variant replays the same fixed-seed traces. With --series FILE,
- * workload (d) also appends its RSS over the trace to FILE (for the plots of
- * tests/bench/report.sh).
+ * links only its own malloc; -DBENCH_NBUF -DBENCH_NBUF_DEFAULT is nbuf on the default pool
+ * (nbuf_alloc(NULL, n), as users call it) instead of a pool of its own; runs one workload per
+ * invocation and prints "key value" lines for the driver (bench_alloc.c). It refuses to run when
+ * malloc is served by another allocator than the one it was built for. Every variant replays the
+ * same fixed-seed traces. With --series FILE, workload (d) also appends its RSS over the trace to
+ * FILE (for the plots of tests/bench/report.sh).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,7 +31,11 @@
 #ifdef NBUF_HAVE_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
+#ifdef BENCH_NBUF_DEFAULT
+#define VARIANT "nbuf-default"
+#else
 #define VARIANT "nbuf"
+#endif
 #ifdef NBUF_HAVE_JEMALLOC
 #define EXPECT_MALLOC "jemalloc" /* libnbuf links jemalloc, which replaces malloc */
 #else
@@ -73,12 +78,16 @@
 
 #if defined(BENCH_NBUF)
 typedef struct nbuf obj;
-static struct nbuf_pool *pool;
+static struct nbuf_pool *pool; /* the pool under test, for the checks, stats and trim */
 
 static inline obj *
 obj_alloc(size_t n)
 {
+#ifdef BENCH_NBUF_DEFAULT
+    return nbuf_alloc(NULL, n); /* a constant NULL, as in users' code */
+#else
     return nbuf_alloc(pool, n);
+#endif
 }
 
 static inline void
@@ -322,21 +331,52 @@ allocator_version(char *out, size_t len)
 
 #if defined(BENCH_NBUF)
 /*
- * Under valgrind the pool sends every buffer through its annotated slow paths
- * (for memcheck). Callgrind must count the production fast path, so put back
- * what nbuf_pool_new computes for a pool without flags (as in pool.c).
+ * ---- nbuf internals: besides obj_mem's b->mem, the only code that looks inside the pool ----
+ * (src/types.h and pool.c may change under it: adapt here only.)
+ *
+ * Refuses a pool whose fast paths are off: NBUF_* flags, leak tracking, a debug mode. Under
+ * valgrind the pool sends every buffer through its annotated slow paths (for memcheck), but
+ * callgrind must count the production fast path, so put back what nbuf_pool_new computes for
+ * a pool without flags. Returns the backing's name.
  */
-static void
-restore_fast_paths(void)
+static const char *
+check_pool_internals(struct nbuf_pool *p)
 {
+    /* NBUF_BYPASS and friends from the environment would measure something else. */
+    if (p->cfg.flags)
+        die("NBUF_* flags 0x%x set from the environment: refusing to report", p->cfg.flags);
 #ifdef RUNNING_ON_VALGRIND
-    if (!RUNNING_ON_VALGRIND || pool->cfg.flags || pool->leaks || !pool->ncached)
-        return;
-    pool->slow_alloc = 0;
-    pool->buf_slow = 0;
-    pool->fast_max = nbuf_pool_fast_max_(pool);
-    printf("# nbuf fast paths restored under valgrind (fast_max %zu)\n", pool->fast_max);
+    if (RUNNING_ON_VALGRIND && !p->leaks && p->ncached) {
+        p->slow_alloc = 0;
+        p->buf_slow = 0;
+        p->fast_max = nbuf_pool_fast_max_(p);
+        printf("# %s fast paths restored under valgrind (fast_max %zu)\n", VARIANT, p->fast_max);
+    }
 #endif
+    if (p->slow_alloc || p->buf_slow || !p->fast_max)
+        die("nbuf's fast paths are off (NBUF_LEAK or a debug mode?): refusing to report");
+    return p->cfg.backing == NBUF_BACKING_JEMALLOC ? "jemalloc" : "mmap";
+}
+/* ---- end of nbuf internals ---- */
+
+/* The default pool takes its sizes from NBUF_* variables too: name them with the backing. */
+static void
+print_backing(const char *backing)
+{
+    printf("backing %s", backing);
+#ifdef BENCH_NBUF_DEFAULT
+    extern char **environ;
+    const char *sep = " (from the environment:";
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "NBUF_", 5) == 0 && strncmp(*e, "NBUF_BENCH_", 11) != 0) {
+            printf("%s %.60s", sep, *e);
+            sep = "";
+        }
+    }
+    if (!*sep)
+        printf(")");
+#endif
+    printf("\n");
 }
 #endif
 
@@ -353,17 +393,16 @@ check_allocator(void)
     if (strcmp(owner, EXPECT_MALLOC) != 0)
         die("malloc is served by %s (%s), expected %s: refusing to report", owner, file,
             EXPECT_MALLOC);
-#if defined(BENCH_NBUF)
+#if defined(BENCH_NBUF_DEFAULT)
+    pool = nbuf_pool_default(); /* what nbuf_alloc(NULL, n) allocates from */
+    if (!pool)
+        die("nbuf_pool_default: %s", strerror(errno));
+    print_backing(check_pool_internals(pool));
+#elif defined(BENCH_NBUF)
     pool = nbuf_pool_new(NULL);
     if (!pool)
         die("nbuf_pool_new: %s", strerror(errno));
-    /* NBUF_BYPASS and friends from the environment would measure something else. */
-    if (pool->cfg.flags)
-        die("NBUF_* flags 0x%x set from the environment: refusing to report", pool->cfg.flags);
-    printf("backing %s\n", pool->cfg.backing == NBUF_BACKING_JEMALLOC ? "jemalloc" : "mmap");
-    restore_fast_paths();
-    if (pool->slow_alloc || pool->buf_slow || !pool->fast_max)
-        die("nbuf's fast paths are off (NBUF_LEAK or a debug mode?): refusing to report");
+    print_backing(check_pool_internals(pool));
 #endif
     fflush(stdout);
 }
@@ -386,17 +425,17 @@ allocator_trim(void)
 #endif
 }
 
-/* nbuf only: where the memory is, as a "#" line the driver shows; NBUF_BENCH_STATS=1 adds the
- * pool's own report with its chunk occupancy map on stderr. */
+/* nbuf only (either pool): where the memory is, as a "#" line the driver shows; NBUF_BENCH_STATS=1
+ * adds the pool's own report with its chunk occupancy map on stderr. */
 static void
 print_pool_stats(const char *when)
 {
 #if defined(BENCH_NBUF)
     struct nbuf_pool_stats st;
     nbuf_pool_stats(pool, &st);
-    printf("# nbuf %s: backing %.1f MiB, used %.1f MiB, requested %.1f MiB, cached %.1f MiB, "
+    printf("# %s %s: backing %.1f MiB, used %.1f MiB, requested %.1f MiB, cached %.1f MiB, "
            "%llu chunks\n",
-           when, mib((double)st.backing_bytes), mib((double)st.used_bytes),
+           VARIANT, when, mib((double)st.backing_bytes), mib((double)st.used_bytes),
            mib((double)st.requested_bytes), mib((double)st.cached_bytes),
            (unsigned long long)st.chunks);
     const char *env = getenv("NBUF_BENCH_STATS");
