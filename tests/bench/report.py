@@ -25,6 +25,7 @@ import sys
 PEERS_ALLOC = ["glibc", "jemalloc", "tcmalloc", "mimalloc"]
 COLORS = {
     "nbuf": "#d62728",
+    "nbuf-default": "#8b0000",
     "glibc": "#1f77b4",
     "jemalloc": "#2ca02c",
     "tcmalloc": "#9467bd",
@@ -78,7 +79,7 @@ def read_machine(data):
 
 class Alloc:
     def __init__(self, recs):
-        self.meta, self.variants, self.desc, self.ok = {}, [], {}, {}
+        self.meta, self.variants, self.desc, self.ok, self.role = {}, [], {}, {}, {}
         self.rows, self.values, self.medians, self.info, self.rss = [], {}, {}, {}, {}
         for r in recs:
             kind = r[0]
@@ -88,6 +89,8 @@ class Alloc:
                 self.variants.append(r[1])
                 self.desc[r[1]] = r[2]
                 self.ok[r[1]] = r[3] == "ok"
+                # nbuf or peer; older files had no role and one nbuf variant, "nbuf".
+                self.role[r[1]] = r[4] if len(r) > 4 else ("nbuf" if r[1] == "nbuf" else "peer")
             elif kind == "info":
                 self.info.setdefault(r[1], []).append(r[3])
             elif kind == "row":
@@ -102,7 +105,9 @@ class Alloc:
                 self.rss.setdefault(r[1], []).append(
                     (r[2], int(r[3]), num(r[4]), num(r[5]), num(r[6]))
                 )
-        self.peers = [v for v in self.variants if v != "nbuf" and self.ok.get(v)]
+        # The variants under test (nbuf's explicit and default pools) are never each other's peer.
+        self.nbufs = [v for v in self.variants if self.role.get(v) == "nbuf"]
+        self.peers = [v for v in self.variants if self.role.get(v) != "nbuf" and self.ok.get(v)]
 
     def med(self, key, variant):
         return self.medians.get(key, {}).get(variant)
@@ -346,8 +351,10 @@ def alloc_section(md, plots, a, cg, targets):
         "`tests/bench/bench_alloc` (see [bench-alloc.md](bench-alloc.md) for the method): every "
         "allocator in its own executable, one process per run and workload, runs alternated "
         f"with the order rotated; {mode} mode, median of {a.meta.get('reps', '?')} runs each. "
-        "nbuf calls `nbuf_alloc`/`nbuf_release` on a pool of its own, the peers "
-        "`malloc`/`free`. Load average "
+        "nbuf calls `nbuf_alloc(pool, n)`/`nbuf_release` on a pool of its own "
+        "(`nbuf_pool_new(NULL)`), nbuf-default `nbuf_alloc(NULL, n)` on the default pool (as "
+        "users call it; configured from `NBUF_*` variables), the peers `malloc`/`free`. The SPEC "
+        "holds both nbuf variants to the same targets; neither is the other's peer. Load average "
         f"{a.meta.get('load_before', '?')} before, {a.meta.get('load_after', '?')} after."
     )
     md()
@@ -358,17 +365,19 @@ def alloc_section(md, plots, a, cg, targets):
     md()
     md("### Medians")
     md()
-    header = ["workload", "unit"] + a.variants + ["nbuf runs (min-max)"]
+    header = ["workload", "unit"] + a.variants + [f"{v} runs (min-max)" for v in a.nbufs]
     rows = []
     for r in a.rows:
-        vals = [x for x in a.values.get(r["key"], {}).get("nbuf", []) if x is not None]
-        spread = f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a"
+        spreads = []
+        for nv in a.nbufs:
+            vals = [x for x in a.values.get(r["key"], {}).get(nv, []) if x is not None]
+            spreads.append(f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a")
         rows.append(
-            [r["label"], r["unit"]] + [fmt(a.med(r["key"], v)) for v in a.variants] + [spread]
+            [r["label"], r["unit"]] + [fmt(a.med(r["key"], v)) for v in a.variants] + spreads
         )
     md.table(header, rows, ["---", "---"] + ["---:"] * (len(header) - 2))
 
-    md("### Ratios: nbuf's cost over each peer's")
+    md("### Ratios: each nbuf variant's cost over each peer's")
     md()
     md(
         "Time over time, RSS over RSS, and for throughput the peer's buffers/s over nbuf's, so "
@@ -380,45 +389,48 @@ def alloc_section(md, plots, a, cg, targets):
     )
     md()
     header = (
-        ["workload"]
+        ["workload", "nbuf variant"]
         + [f"vs {p}" for p in a.peers]
-        + ["best peer", "nbuf / best", "per run", "target", "verdict"]
+        + ["best peer", "variant / best", "per run", "target", "verdict"]
     )
     rows = []
     for r in a.rows:
         best, _ = a.best_peer(r)
-        rb = a.cost_ratio(r, "nbuf", best) if best else None
-        x = a.med(r["key"], "nbuf")
-        if r["target"] == "peer":
-            tgt = "<= best peer"
-            ok = None if rb is None else rb <= 1.0
-            v = verdict(ok, "" if rb is None or ok else f"by {(rb - 1) * 100:.0f}%")
-        elif r["target"] == "abs":
-            tgt = f"<= {r['limit']:g} {r['unit']}"
-            ok = None if x is None else x <= r["limit"]
-            v = verdict(ok)
-        else:
-            tgt, ok, v = "(none)", None, ""
-        rows.append(
-            [r["label"]]
-            + [fmt_ratio(a.cost_ratio(r, "nbuf", p)) for p in a.peers]
-            + [
-                best or "n/a",
-                fmt_ratio(rb),
-                fmt_ratio(a.per_run_ratio(r, "nbuf", best) if best else None),
-                tgt,
-                v,
-            ]
-        )
-        if r["target"] != "none":
+        for nv in a.nbufs:
+            rb = a.cost_ratio(r, nv, best) if best else None
+            x = a.med(r["key"], nv)
             if r["target"] == "peer":
-                bv = fmt(a.med(r["key"], best))
-                res = f"nbuf {fmt(x)} {r['unit']}, best peer {best} {bv}: {fmt_ratio(rb)}x"
+                tgt = "<= best peer"
+                ok = None if rb is None else rb <= 1.0
+                v = verdict(ok, "" if rb is None or ok else f"by {(rb - 1) * 100:.0f}%")
+            elif r["target"] == "abs":
+                tgt = f"<= {r['limit']:g} {r['unit']}"
+                ok = None if x is None else x <= r["limit"]
+                v = verdict(ok)
             else:
-                res = f"nbuf {fmt(x)} {r['unit']}"
-            targets.append([f"alloc {r['label']}: {tgt}", "SPEC", res, v])
+                tgt, ok, v = "(none)", None, ""
+            rows.append(
+                [r["label"], nv]
+                + [fmt_ratio(a.cost_ratio(r, nv, p)) for p in a.peers]
+                + [
+                    best or "n/a",
+                    fmt_ratio(rb),
+                    fmt_ratio(a.per_run_ratio(r, nv, best) if best else None),
+                    tgt,
+                    v,
+                ]
+            )
+            if r["target"] != "none":
+                if r["target"] == "peer":
+                    bv = fmt(a.med(r["key"], best))
+                    res = f"{nv} {fmt(x)} {r['unit']}, best peer {best} {bv}: {fmt_ratio(rb)}x"
+                else:
+                    res = f"{nv} {fmt(x)} {r['unit']}"
+                targets.append([f"alloc {r['label']}, {nv}: {tgt}", "SPEC", res, v])
     md.table(
-        header, rows, ["---"] + ["---:"] * len(a.peers) + ["---", "---:", "---:", "---", "---"]
+        header,
+        rows,
+        ["---", "---"] + ["---:"] * len(a.peers) + ["---", "---:", "---:", "---", "---"],
     )
 
     if cg:
@@ -466,25 +478,28 @@ def alloc_section(md, plots, a, cg, targets):
         md()
         md(plots.plot("alloc-pairs", body))
         md()
-        data = []
-        for p in a.peers:
-            for r, s in zip(pair_rows, sizes):
-                x = a.cost_ratio(r, "nbuf", p)
-                if x is not None:
-                    data.append([s, x])
-            data.append(None)
+        data, lines = [], []
+        for nv in a.nbufs:
+            for p in a.peers:
+                for r, s in zip(pair_rows, sizes):
+                    x = a.cost_ratio(r, nv, p)
+                    if x is not None:
+                        data.append([s, x])
+                data.append(None)
+                lines.append((nv, p))
         path = plots.data("alloc-ratio.dat", data)
         body = size_tics(sizes)
         body += (
             "set logscale x 2\nset logscale y 2\nset xlabel 'buffer size'\n"
             "set ylabel 'nbuf time / peer time'\n"
-            "set title 'nbuf alloc+release against each peer (below 1: nbuf faster)'\n"
+            "set title 'nbuf alloc+release against each peer (below 1: nbuf faster; "
+            "dashed: the default pool)'\n"
             "set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'black' dt 2\n"
             "plot "
             + ", ".join(
                 f"{q(path)} index {i} using 1:2 with linespoints pt 7 {style(p)} "
-                f"title {q('vs ' + p)}"
-                for i, p in enumerate(a.peers)
+                f"dt {1 if nv == 'nbuf' else 2} title {q(nv + ' vs ' + p)}"
+                for i, (nv, p) in enumerate(lines)
             )
             + "\n"
         )

@@ -113,7 +113,7 @@ else
     meson setup "$BUILD" "${OPTS[@]}" >"$DATA/build.log" 2>&1 || build_failed
 fi
 TARGETS=$(ninja -C "$BUILD" -t targets all |
-    sed -n 's/^\(tests\/bench\/bench_\(alloc\|alloc_[a-z]*\|flush\)\|docs\/examples\/\(kv\/nbuf-kv\|http\/nbuf-http\)\): .*/\1/p' |
+    sed -n 's/^\(tests\/bench\/bench_\(alloc\|alloc_[a-z-]*\|flush\)\|docs\/examples\/\(kv\/nbuf-kv\|http\/nbuf-http\)\): .*/\1/p' |
     sort -u)
 log "building $(echo "$TARGETS" | wc -l) targets in $BUILD"
 # shellcheck disable=SC2086 # a list of targets
