@@ -448,11 +448,19 @@ print_pool_stats(const char *when)
 
 /* ---- (a) alloc + release pairs, same thread ---- */
 
-/* Out of line so callgrind can count exactly this loop (--toggle-collect=run_pairs). */
-static void run_pairs(size_t size, uint64_t n) __attribute__((noinline));
+/*
+ * Callgrind counts the measured loops by name (bench_alloc --callgrind: --toggle-collect=run_pairs,
+ * run_live), so those must stay functions of their own: out of line, never cloned (a .constprop
+ * copy would escape the count), and never merged with the warm-up copies, which it must not count.
+ */
+#if defined(__clang__)
+#define COUNTED __attribute__((noinline))
+#else
+#define COUNTED __attribute__((noinline, noclone, no_icf))
+#endif
 
-static void
-run_pairs(size_t size, uint64_t n)
+static inline __attribute__((always_inline)) void
+pairs_loop(size_t size, uint64_t n)
 {
     for (uint64_t i = 0; i < n; i++) {
         obj *o = obj_alloc(size);
@@ -461,6 +469,18 @@ run_pairs(size_t size, uint64_t n)
         *(volatile uint8_t *)obj_mem(o) = (uint8_t)i;
         obj_free(o);
     }
+}
+
+static COUNTED void
+run_pairs(size_t size, uint64_t n)
+{
+    pairs_loop(size, n);
+}
+
+static COUNTED void
+warm_pairs(size_t size, uint64_t n)
+{
+    pairs_loop(size, n);
 }
 
 static void
@@ -474,7 +494,7 @@ workload_pairs(void)
         size_t size = sizes[k];
         if (opt.size && opt.size != size)
             continue;
-        run_pairs(size, batch); /* warm caches and page tables */
+        warm_pairs(size, batch); /* warm caches and page tables */
         uint64_t n = 0, t0 = now_ns(), t;
         if (opt.iters) {
             run_pairs(size, opt.iters);
@@ -514,11 +534,8 @@ trace_init(struct trace *tr, uint32_t len)
     }
 }
 
-static void run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
-    __attribute__((noinline));
-
-static void
-run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+static inline __attribute__((always_inline)) void
+live_loop(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
 {
     for (uint32_t i = from; i < from + n; i++) {
         uint16_t j = tr->slot[i];
@@ -529,6 +546,18 @@ run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
         *(volatile uint8_t *)obj_mem(o) = (uint8_t)i;
         live[j] = o;
     }
+}
+
+static COUNTED void
+run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+{
+    live_loop(live, tr, from, n);
+}
+
+static COUNTED void
+warm_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+{
+    live_loop(live, tr, from, n);
 }
 
 static void
@@ -547,7 +576,7 @@ workload_live(void)
     const uint32_t batch = 1000;
     uint64_t cap = opt.iters ? opt.iters : opt.quick ? 500000 : 4000000;
     uint64_t budget = opt.iters ? UINT64_MAX : (opt.quick ? 20 : 100) * 1000000ull;
-    run_live(live, &tr, 0, 50 * batch); /* warm up to the steady mix */
+    warm_live(live, &tr, 0, 50 * batch); /* warm up to the steady mix */
     uint64_t n = 0, t0 = now_ns(), t;
     uint32_t pos = 50 * batch;
     do {
