@@ -434,21 +434,7 @@ def alloc_section(md, plots, a, cg, targets):
     )
 
     if cg:
-        cgv = {r[1]: num(r[2]) for r in cg if r[0] == "callgrind"}
-        if cgv:
-            md("### Instructions per 64 B alloc+release pair (callgrind)")
-            md()
-            md(
-                "`bench_alloc --callgrind`: 200 000 pairs counted inside the benchmark loop (the "
-                "loop and its one-byte store included, about 12 instructions). Unlike time, this "
-                "does not move with the machine's load."
-            )
-            md()
-            nb = cgv.get("nbuf")
-            rows = [
-                [v, fmt(cgv[v]), fmt_ratio(nb / cgv[v] if nb and cgv[v] else None)] for v in cgv
-            ]
-            md.table(["variant", "instructions per pair", "nbuf / variant"], rows)
+        callgrind_section(md, a, cg, targets)
 
     # (a) cost against buffer size
     pair_rows = [r for r in a.rows if r["key"].startswith("a.")]
@@ -574,6 +560,105 @@ def alloc_section(md, plots, a, cg, targets):
         )
         md(plots.plot("rss-trace", body, (1000, 560)))
         md()
+
+
+class Callgrind:
+    """bench_alloc --callgrind --tsv: instructions per operation, per variant."""
+
+    def __init__(self, recs):
+        self.meta, self.variants, self.role, self.ok = {}, [], {}, {}
+        self.ops, self.ir = [], {}
+        for r in recs:
+            if r[0] == "meta":
+                self.meta[r[1]] = r[2]
+            elif r[0] == "variant":
+                self.variants.append(r[1])
+                self.role[r[1]] = r[2]
+                self.ok[r[1]] = r[3] == "ok"
+            elif r[0] == "op":
+                self.ops.append(dict(key=r[1], label=r[2], iters=int(r[3])))
+            elif r[0] == "callgrind" and len(r) >= 4:
+                self.ir[(r[1], r[2])] = num(r[3])
+            elif r[0] == "callgrind":  # the older format: 64 B pairs only, "callgrind <v> <n>"
+                if not self.ops:
+                    iters = int(self.meta.get("iters", 0) or 0)
+                    self.ops.append(dict(key="a.64", label="(a) pair, 64 B", iters=iters))
+                if r[1] not in self.variants:
+                    self.variants.append(r[1])
+                    self.role[r[1]] = "nbuf" if r[1] == "nbuf" else "peer"
+                    self.ok[r[1]] = True
+                self.ir[("a.64", r[1])] = num(r[2])
+        self.nbufs = [v for v in self.variants if self.role.get(v) == "nbuf"]
+        self.peers = [v for v in self.variants if self.role.get(v) != "nbuf"]
+
+    def fewest_peer(self, key):
+        vals = [(self.ir.get((key, p)), p) for p in self.peers]
+        vals = [(x, p) for x, p in vals if x]
+        return min(vals)[::-1] if vals else (None, None)
+
+
+def fmt_ir(x):
+    return "n/a" if x is None else (f"{x:.0f}" if x >= 1000 else f"{x:.1f}")
+
+
+def callgrind_section(md, a, recs, targets):
+    c = Callgrind(recs)
+    if not c.ops:
+        return
+    md("### Instructions per operation (callgrind)")
+    md()
+    iters = sorted({op["iters"] for op in c.ops})
+    md(
+        "`bench_alloc --callgrind`: every variant under `valgrind --tool=callgrind`, a fixed "
+        f"count of operations ({' or '.join(f'{n:,}'.replace(',', ' ') for n in iters)} per "
+        "row), counted inside the benchmark loop only (`--toggle-collect=run_pairs`, each size's "
+        "call dumped on its own, and `--toggle-collect=run_live`): the warm-up is not counted, "
+        "the loop and its one-byte store are (about 12 instructions per pair). (b) counts one "
+        "release plus one allocation of a random size per replacement. Unlike time, this does "
+        "not move with the machine's load. *variant / fewest*: instructions over the fewest of "
+        "any peer's in that row; below 1.00 nbuf runs fewer."
+    )
+    md()
+    header = (
+        ["operation"] + c.variants + ["fewest peer"] + [f"{nv} / fewest" for nv in c.nbufs]
+    )
+    rows = []
+    for op in c.ops:
+        best, bx = c.fewest_peer(op["key"])
+        row = [op["label"]] + [fmt_ir(c.ir.get((op["key"], v))) for v in c.variants]
+        row.append(best or "n/a")
+        for nv in c.nbufs:
+            x = c.ir.get((op["key"], nv))
+            row.append(fmt_ratio(x / bx if x and bx else None))
+        rows.append(row)
+    md.table(header, rows, ["---"] + ["---:"] * len(c.variants) + ["---"] + ["---:"] * len(c.nbufs))
+
+    # SPEC: fewer instructions per pair than the fastest peer (by time), 64 B-64 KiB.
+    if not a:
+        return
+    for nv in c.nbufs:
+        res, bad, n = [], [], 0
+        for r in a.rows:
+            if not r["key"].startswith("a.") or r["target"] != "peer":
+                continue
+            fastest, _ = a.best_peer(r)
+            x, y = c.ir.get((r["key"], nv)), c.ir.get((r["key"], fastest))
+            if not x or not y:
+                continue
+            n += 1
+            size = size_label(int(r["key"][2:]))
+            res.append(f"{size} {fmt_ir(x)} vs {fastest} {fmt_ir(y)}")
+            if x >= y:
+                bad.append(size)
+        if n:
+            targets.append(
+                [
+                    f"alloc (a) pairs 64 B-64 KiB, {nv}: fewer instructions than the fastest peer",
+                    "SPEC (callgrind)",
+                    f"fewer at {n - len(bad)} of {n} sizes ({'; '.join(res)})",
+                    verdict(not bad),
+                ]
+            )
 
 
 def flush_section(md, plots, recs, targets):
@@ -1099,6 +1184,8 @@ def main():
         alloc_section(body, plots, Alloc(alloc), cg, targets)
     else:
         body("## Allocation\n\n*(not run: no alloc.tsv)*\n")
+        if cg:
+            callgrind_section(body, None, cg, targets)
     flush = read_tsv(os.path.join(args.data, "flush.tsv"))
     if flush:
         flush_section(body, plots, flush, targets)

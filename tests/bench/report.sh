@@ -11,7 +11,7 @@
 #      -Ddebug_checks=0 -Dbench=true -Dexamples=true) and builds only the
 #      benchmarks and the two example servers;
 #   3. runs, one after the other: tests/bench/bench_alloc (nbuf against
-#      glibc, jemalloc, tcmalloc and mimalloc, plus instructions per pair
+#      glibc, jemalloc, tcmalloc and mimalloc, plus instructions per operation
 #      under callgrind), tests/bench/bench_flush (frame flush against
 #      memcpy+write, writev and libevent; composite lookup and building),
 #      docs/examples/kv/bench.sh (nbuf-kv against redis-server) and
