@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Allocation benchmark driver. Runs the bench_alloc_<variant> executables (nbuf and each peer
- * allocator, one process per run so that each links and serves only its own malloc)
- * alternately, several repetitions of every workload with the variant order rotated, and prints
- * a Markdown table of medians with nbuf's ratio to the best peer and the SPEC target verdict.
+ * Allocation benchmark driver. Runs the bench_alloc_<variant> executables (nbuf on a pool of
+ * its own, nbuf-default on the default pool, and each peer allocator, one process per run so
+ * that each links and serves only its own malloc) alternately, several repetitions of every
+ * workload with the variant order rotated, and prints a Markdown table of medians with each nbuf
+ * variant's ratio to the best peer and the SPEC target verdict (the SPEC holds the default pool
+ * and an explicit pool to the same targets; they are never each other's peer).
  * Variants come from the command line, or are looked up next to this executable. With --tsv
  * FILE it also writes every repetition, the medians and the RSS over the (d) trace of each
- * variant as tab-separated records for tests/bench/report.py.
+ * variant as tab-separated records for tests/bench/report.py. With --callgrind it counts
+ * instructions per operation of every variant under valgrind instead (see run_callgrind()).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -23,7 +27,8 @@
 #define MAX_VARIANTS 8
 #define MAX_REPS 31
 
-static const char *const known_variants[] = {"nbuf", "glibc", "jemalloc", "tcmalloc", "mimalloc"};
+static const char *const known_variants[] = {"nbuf",     "nbuf-default", "glibc",
+                                             "jemalloc", "tcmalloc",     "mimalloc"};
 
 enum better { LOWER, HIGHER };
 enum target {
@@ -88,7 +93,7 @@ add_variant(const char *name, const char *path)
     snprintf(v->path, sizeof(v->path), "%s", path);
 }
 
-/* Name a variant by its executable: bench_alloc_<name>; nbuf first, peers in a fixed order. */
+/* Name a variant by its executable: bench_alloc_<name>. */
 static void
 add_variant_path(const char *path)
 {
@@ -120,6 +125,13 @@ find_variants_next_to_self(void)
         if (access(path, X_OK) == 0)
             add_variant(known_variants[i], path);
     }
+}
+
+/* nbuf and nbuf-default: the allocators under test, the rest are their peers. */
+static bool
+is_nbuf(const struct variant *v)
+{
+    return strncmp(v->name, "nbuf", 4) == 0;
 }
 
 static int
@@ -288,22 +300,72 @@ print_machine(void)
            reps == 1 ? "" : "s", load_before, load_after);
 }
 
-/* The table; returns how many nbuf targets were missed. */
-static int
-print_table(void)
+/* A cost ratio either way: above 1.00 means worse than the best peer; -1 when not known. */
+static double
+cost_ratio(enum better better, double x, double best)
 {
-    int missed = 0;
-    const struct variant *nb = NULL;
-    printf("| workload | unit |");
-    for (unsigned i = 0; i < nvariants; i++) {
-        printf(" %s |", variants[i].name);
-        if (strcmp(variants[i].name, "nbuf") == 0)
-            nb = &variants[i];
+    if (x >= 0 && best > 0)
+        return better == LOWER ? x / best : (x > 0 ? best / x : -1);
+    if (x >= 0 && best == 0)
+        return x == 0 ? 1 : -1;
+    return -1;
+}
+
+/* One nbuf variant's ratio and verdict cells; returns 1 when it misses the target. */
+static int
+print_verdict(const struct row *row, double x, double ratio)
+{
+    if (ratio < 0)
+        printf(" n/a |");
+    else
+        printf(" %.2f |", ratio);
+    switch (row->target) {
+    case T_NONE: printf(" (none) |"); break;
+    case T_PEER:
+        if (ratio < 0)
+            printf(" n/a |");
+        else if (ratio <= 1.0)
+            printf(" meets |");
+        else {
+            printf(" **misses by %.0f%%** |", (ratio - 1) * 100);
+            return 1;
+        }
+        break;
+    case T_ABS:
+        if (x < 0)
+            printf(" n/a |");
+        else if (x <= row->limit)
+            printf(" meets (<= %g) |", row->limit);
+        else {
+            printf(" **misses (> %g)** |", row->limit);
+            return 1;
+        }
+        break;
     }
-    printf(" best peer | nbuf / best | target |\n|---|---|");
+    return 0;
+}
+
+/* The table, with a ratio and a verdict per nbuf variant; @missed: the count per variant. */
+static void
+print_table(int missed[MAX_VARIANTS])
+{
+    printf("| workload | unit |");
+    for (unsigned i = 0; i < nvariants; i++)
+        printf(" %s |", variants[i].name);
+    printf(" best peer |");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf(" %s / best | %s target |", variants[i].name, variants[i].name);
+    }
+    printf("\n|---|---|");
     for (unsigned i = 0; i < nvariants; i++)
         printf("---:|");
-    printf("---|---:|---|\n");
+    printf("---|");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf("---:|---|");
+    }
+    printf("\n");
     for (size_t r = 0; r < NROWS; r++) {
         if (only && strcmp(only, rows[r].workload) != 0)
             continue;
@@ -313,7 +375,7 @@ print_table(void)
         for (unsigned i = 0; i < nvariants; i++) {
             double m = median(&variants[i], r);
             print_value(m);
-            if (&variants[i] == nb || m < 0)
+            if (is_nbuf(&variants[i]) || m < 0)
                 continue;
             bool better = rows[r].better == LOWER ? m < best : m > best;
             if (best < 0 || better) {
@@ -321,43 +383,15 @@ print_table(void)
                 best_name = variants[i].name;
             }
         }
-        double x = nb ? median(nb, r) : -1;
-        /* A cost ratio either way: above 1.00 means nbuf is worse than the best peer. */
-        double ratio = -1;
-        if (x >= 0 && best > 0)
-            ratio = rows[r].better == LOWER ? x / best : (x > 0 ? best / x : -1);
-        else if (x >= 0 && best == 0)
-            ratio = x == 0 ? 1 : -1;
         printf(" %s |", best_name);
-        if (ratio < 0)
-            printf(" n/a |");
-        else
-            printf(" %.2f |", ratio);
-        switch (rows[r].target) {
-        case T_NONE: printf(" (none) |\n"); break;
-        case T_PEER:
-            if (ratio < 0)
-                printf(" n/a |\n");
-            else if (ratio <= 1.0)
-                printf(" meets |\n");
-            else {
-                printf(" **misses by %.0f%%** |\n", (ratio - 1) * 100);
-                missed++;
-            }
-            break;
-        case T_ABS:
-            if (x < 0)
-                printf(" n/a |\n");
-            else if (x <= rows[r].limit)
-                printf(" meets (<= %g) |\n", rows[r].limit);
-            else {
-                printf(" **misses (> %g)** |\n", rows[r].limit);
-                missed++;
-            }
-            break;
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (!is_nbuf(&variants[i]))
+                continue;
+            double x = median(&variants[i], r);
+            missed[i] += print_verdict(&rows[r], x, cost_ratio(rows[r].better, x, best));
         }
+        printf("\n");
     }
-    return missed;
 }
 
 static const char *
@@ -376,7 +410,7 @@ tsv_text(const char *s)
 /*
  * --tsv FILE, one record per line, the kind first:
  *   meta <key> <value>
- *   variant <name> <description> <ok|failed>
+ *   variant <name> <description> <ok|failed> <nbuf|peer>
  *   info <variant> <workload> <text>
  *   row <key> <label> <unit> <lower|higher> <none|peer|abs> <limit>
  *   value <row key> <variant> <repetition> <value>
@@ -396,8 +430,8 @@ write_tsv(void)
     fprintf(f, "meta\tload_before\t%.2f\nmeta\tload_after\t%.2f\n", load_before, load_after);
     for (unsigned i = 0; i < nvariants; i++) {
         const struct variant *v = &variants[i];
-        fprintf(f, "variant\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
-                v->failed ? "failed" : "ok");
+        fprintf(f, "variant\t%s\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
+                v->failed ? "failed" : "ok", is_nbuf(v) ? "nbuf" : "peer");
         for (size_t w = 0; w < NWORKLOADS; w++) {
             if (v->info[w][0])
                 fprintf(f, "info\t%s\t%s\t%s\n", v->name, workloads[w], tsv_text(v->info[w]));
@@ -436,72 +470,259 @@ write_tsv(void)
     return 0;
 }
 
-/* Instructions per 64 B pair under callgrind, counted inside run_pairs only (fixed count). */
+/* ---- --callgrind: instructions per operation, which do not move with the machine's load ---- */
+
+/* One valgrind run per variant and workload, counting inside one function of the variant's. */
+static const struct cg_run {
+    const char *workload;
+    const char *fn;      /* --toggle-collect: only this function and its callees count */
+    bool per_call;       /* --dump-after: a dump per call, one measured call per key printed */
+    unsigned long iters; /* operations per key */
+} cg_runs[] = {
+    {"pairs", "run_pairs", true, 200000}, /* each size of (a) in one call, dumped on its own */
+    {"live", "run_live", false, 200000},  /* (b): batches of 1000, all of them counted */
+};
+#define NCG_RUNS (sizeof(cg_runs) / sizeof(cg_runs[0]))
+
+static const struct cg_run *
+cg_run_of(const char *workload)
+{
+    for (size_t w = 0; w < NCG_RUNS; w++) {
+        if (strcmp(cg_runs[w].workload, workload) == 0)
+            return &cg_runs[w];
+    }
+    return NULL;
+}
+
+/* The instruction total of a callgrind dump, or -1. */
+static double
+callgrind_total(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[256];
+    double total = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "totals: %lf", &total) == 1)
+            break;
+    }
+    if (f)
+        fclose(f);
+    return total;
+}
+
+static void
+remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[PATH_MAX];
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/* Runs @v's workload of @run under callgrind; files the instructions per operation of every key
+ * it prints in @out (by row). False when valgrind or the variant failed, or the count is off. */
+static bool
+callgrind_variant(const struct variant *v, const struct cg_run *run, double out[NROWS])
+{
+    char dir[] = "/tmp/bench_alloc.callgrind.XXXXXX";
+    if (!mkdtemp(dir))
+        return false;
+    char out_arg[PATH_MAX], toggle[64], dump[64], iters_s[32], path[PATH_MAX];
+    snprintf(out_arg, sizeof(out_arg), "--callgrind-out-file=%s/out", dir);
+    snprintf(toggle, sizeof(toggle), "--toggle-collect=%s", run->fn);
+    snprintf(dump, sizeof(dump), "--dump-after=%s", run->fn);
+    snprintf(iters_s, sizeof(iters_s), "%lu", run->iters);
+    int fds[2];
+    if (pipe(fds) != 0) {
+        rmdir(dir);
+        return false;
+    }
+    fflush(stdout); /* or the child flushes our buffer a second time */
+    pid_t pid = fork();
+    if (pid < 0) {
+        rmdir(dir);
+        return false;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        if (!freopen("/dev/null", "w", stderr)) /* valgrind's own report */
+            _exit(127);
+        char *args[12], **a = args;
+        *a++ = "valgrind";
+        *a++ = "--tool=callgrind";
+        *a++ = out_arg;
+        *a++ = toggle;
+        if (run->per_call)
+            *a++ = dump;
+        *a++ = (char *)v->path;
+        *a++ = (char *)run->workload;
+        *a++ = "--iters";
+        *a++ = iters_s;
+        *a = NULL;
+        execvp("valgrind", args);
+        _exit(127);
+    }
+    close(fds[1]);
+    /* The keys the variant prints, in the order of its measured calls (and so of the dumps). */
+    int keys[NROWS];
+    unsigned nkeys = 0;
+    FILE *in = fdopen(fds[0], "r");
+    char line[256], key[64];
+    double x;
+    while (in && fgets(line, sizeof(line), in)) {
+        int r;
+        if (sscanf(line, "%63s %lf", key, &x) == 2 && (r = row_of(key)) >= 0 &&
+            strcmp(rows[r].workload, run->workload) == 0 && nkeys < NROWS)
+            keys[nkeys++] = r;
+    }
+    if (in)
+        fclose(in);
+    int status = -1;
+    bool ok = waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+              nkeys > 0 && (run->per_call || nkeys == 1);
+    double got[NROWS];
+    for (unsigned k = 0; ok && k < nkeys; k++) {
+        if (run->per_call)
+            snprintf(path, sizeof(path), "%s/out.%u", dir, k + 1);
+        else
+            snprintf(path, sizeof(path), "%s/out", dir);
+        got[k] = callgrind_total(path);
+        /* 0: no function of that name ran (inlined or cloned away), nothing was counted. */
+        ok = got[k] > 0;
+    }
+    /* One dump too many: a call besides the measured ones was counted. */
+    snprintf(path, sizeof(path), "%s/out.%u", dir, nkeys + 1);
+    if (run->per_call && access(path, F_OK) == 0)
+        ok = false;
+    for (unsigned k = 0; ok && k < nkeys; k++)
+        out[keys[k]] = got[k] / (double)run->iters;
+    remove_dir(dir);
+    if (!ok)
+        fprintf(stderr, "bench_alloc: callgrind %s %s failed (status %d)\n", v->name, run->workload,
+                status);
+    return ok;
+}
+
+/*
+ * Instructions per operation of every variant under callgrind: each size of (a) and (b), a
+ * fixed count each, counted inside the benchmark loop only (run_pairs, run_live: the loop and
+ * its one-byte store included, the warm-up not). With --tsv FILE, records:
+ *   meta <key> <value>
+ *   variant <name> <nbuf|peer> <ok|failed>
+ *   op <row key> <label> <operations counted>
+ *   callgrind <row key> <variant> <instructions per operation, or n/a>
+ */
 static int
 run_callgrind(void)
 {
-    const unsigned long iters = 200000;
-    FILE *tsv = NULL;
-    if (tsv_path) {
-        tsv = fopen(tsv_path, "w");
-        if (!tsv) {
-            fprintf(stderr, "bench_alloc: %s: %s\n", tsv_path, strerror(errno));
-            return 1;
-        }
-        /* callgrind <variant> <instructions per pair>, or <variant> n/a */
-        fprintf(tsv, "# bench_alloc --callgrind --tsv\nmeta\titers\t%lu\n", iters);
-    }
-    printf("| variant | instructions per 64 B alloc+release pair |\n|---|---:|\n");
+    static double cg[MAX_VARIANTS][NROWS];
+    bool failed[MAX_VARIANTS] = {false};
+    int status = 0;
     for (unsigned i = 0; i < nvariants; i++) {
-        struct variant *v = &variants[i];
-        char out[64], iters_s[32], out_arg[96];
-        snprintf(out, sizeof(out), "/tmp/bench_alloc.callgrind.%d.%u", (int)getpid(), i);
-        snprintf(out_arg, sizeof(out_arg), "--callgrind-out-file=%s", out);
-        snprintf(iters_s, sizeof(iters_s), "%lu", iters);
-        fflush(stdout); /* or the child's freopen flushes our buffer a second time */
-        pid_t pid = fork();
-        if (pid < 0)
-            return 1;
-        if (pid == 0) {
-            if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
-                _exit(127);
-            char *args[] = {"valgrind", "--tool=callgrind",
-                            out_arg,    "--toggle-collect=run_pairs",
-                            v->path,    "pairs",
-                            "--size",   "64",
-                            "--iters",  iters_s,
-                            NULL};
-            execvp("valgrind", args);
-            _exit(127);
+        for (size_t r = 0; r < NROWS; r++)
+            cg[i][r] = -1;
+        for (size_t w = 0; w < NCG_RUNS; w++) {
+            if (only && strcmp(only, cg_runs[w].workload) != 0)
+                continue;
+            fprintf(stderr, "bench_alloc: callgrind %s %s\n", variants[i].name,
+                    cg_runs[w].workload);
+            if (!callgrind_variant(&variants[i], &cg_runs[w], cg[i])) {
+                failed[i] = true;
+                status = 1;
+            }
         }
-        int status;
-        double total = -1;
-        waitpid(pid, &status, 0);
-        FILE *f = fopen(out, "r");
-        char line[256];
-        while (f && fgets(line, sizeof(line), f)) {
-            if (sscanf(line, "totals: %lf", &total) == 1)
-                break;
-        }
-        if (f)
-            fclose(f);
-        unlink(out);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || total < 0) {
-            printf("| %s | n/a (valgrind failed, status %d) |\n", v->name, status);
-            if (tsv)
-                fprintf(tsv, "callgrind\t%s\tn/a\n", v->name);
-            continue;
-        }
-        /* run_pairs' own loop, touch and calls are included (12 instructions with gcc 12). */
-        printf("| %s | %.1f |\n", v->name, total / (double)iters);
-        if (tsv)
-            fprintf(tsv, "callgrind\t%s\t%.1f\n", v->name, total / (double)iters);
     }
-    if (tsv && fclose(tsv) != 0) {
+
+    printf("Instructions per operation under callgrind (valgrind --tool=callgrind, counted inside "
+           "the benchmark loop only, its loop and one-byte store included): %lu pairs per size "
+           "for (a), %lu replacements for (b).\n\n",
+           cg_run_of("pairs")->iters, cg_run_of("live")->iters);
+    printf("| operation |");
+    for (unsigned i = 0; i < nvariants; i++)
+        printf(" %s |", variants[i].name);
+    printf(" fewest peer |");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf(" %s / fewest |", variants[i].name);
+    }
+    printf("\n|---|");
+    for (unsigned i = 0; i < nvariants; i++)
+        printf("---:|");
+    printf("---|");
+    for (unsigned i = 0; i < nvariants; i++) {
+        if (is_nbuf(&variants[i]))
+            printf("---:|");
+    }
+    printf("\n");
+    for (size_t r = 0; r < NROWS; r++) {
+        if (!cg_run_of(rows[r].workload) || (only && strcmp(only, rows[r].workload) != 0))
+            continue;
+        printf("| %s |", rows[r].label);
+        double best = -1;
+        const char *best_name = "n/a";
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (cg[i][r] < 0)
+                printf(" n/a |");
+            else
+                printf(" %.1f |", cg[i][r]);
+            if (!is_nbuf(&variants[i]) && cg[i][r] > 0 && (best < 0 || cg[i][r] < best)) {
+                best = cg[i][r];
+                best_name = variants[i].name;
+            }
+        }
+        printf(" %s |", best_name);
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (!is_nbuf(&variants[i]))
+                continue;
+            if (cg[i][r] < 0 || best < 0)
+                printf(" n/a |");
+            else
+                printf(" %.2f |", cg[i][r] / best);
+        }
+        printf("\n");
+    }
+    printf("\n<nbuf variant> / fewest: its instructions over the fewest of any peer's; "
+           "below 1.00 nbuf runs fewer.\n");
+
+    if (!tsv_path)
+        return status;
+    FILE *tsv = fopen(tsv_path, "w");
+    if (!tsv) {
+        fprintf(stderr, "bench_alloc: %s: %s\n", tsv_path, strerror(errno));
+        return 1;
+    }
+    fprintf(tsv, "# bench_alloc --callgrind --tsv: see the comment above run_callgrind() in "
+                 "bench_alloc.c\nmeta\ttool\tcallgrind\n");
+    for (unsigned i = 0; i < nvariants; i++)
+        fprintf(tsv, "variant\t%s\t%s\t%s\n", variants[i].name,
+                is_nbuf(&variants[i]) ? "nbuf" : "peer", failed[i] ? "failed" : "ok");
+    for (size_t r = 0; r < NROWS; r++) {
+        const struct cg_run *run = cg_run_of(rows[r].workload);
+        if (!run || (only && strcmp(only, rows[r].workload) != 0))
+            continue;
+        fprintf(tsv, "op\t%s\t%s\t%lu\n", rows[r].key, rows[r].label, run->iters);
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (cg[i][r] < 0)
+                fprintf(tsv, "callgrind\t%s\t%s\tn/a\n", rows[r].key, variants[i].name);
+            else
+                fprintf(tsv, "callgrind\t%s\t%s\t%.1f\n", rows[r].key, variants[i].name, cg[i][r]);
+        }
+    }
+    if (fclose(tsv) != 0) {
         fprintf(stderr, "bench_alloc: writing %s failed\n", tsv_path);
         return 1;
     }
-    return 0;
+    return status;
 }
 
 static void
@@ -511,7 +732,8 @@ usage(void)
             "usage: bench_alloc [--quick] [--reps N] [--only pairs|live|pc|rss] [--callgrind] [-v] "
             "[--tsv FILE] [bench_alloc_<variant>...]\n"
             "  Runs every variant alternately and prints a Markdown table of medians.\n"
-            "  --callgrind: instructions per 64 B pair of each variant under valgrind instead.\n"
+            "  --callgrind: instructions per operation of each variant under valgrind instead\n"
+            "  (each pair size of (a), and (b); --only pairs|live narrows it).\n"
             "  --tsv FILE: also write every run, the medians and the RSS over the (d) trace\n"
             "  (with --callgrind: the instruction counts) as tab-separated records for\n"
             "  tests/bench/report.py.\n"
@@ -602,13 +824,23 @@ main(int argc, char **argv)
         }
     }
     printf("\n");
-    int missed = print_table();
-    printf("\nnbuf / best: nbuf's cost relative to the best peer (time, 1 / throughput, RSS); "
-           "<= 1.00 meets. ");
+    int missed[MAX_VARIANTS] = {0};
+    print_table(missed);
+    printf("\n<nbuf variant> / best: its cost relative to the best peer (time, 1 / throughput, "
+           "RSS); <= 1.00 meets. ");
     if (status)
         printf("Some variants failed or refused: see above and stderr.\n");
-    else
-        printf("%d target%s missed.\n", missed, missed == 1 ? "" : "s");
+    else {
+        printf("Targets missed:");
+        const char *sep = " ";
+        for (unsigned i = 0; i < nvariants; i++) {
+            if (is_nbuf(&variants[i])) {
+                printf("%s%s %d", sep, variants[i].name, missed[i]);
+                sep = ", ";
+            }
+        }
+        printf(".\n");
+    }
     if (tsv_path && write_tsv() != 0)
         status = 1;
     return status;

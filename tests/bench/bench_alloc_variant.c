@@ -2,11 +2,12 @@
 /*
  * Allocation benchmark, one allocator per executable. Built once per variant
  * (-DBENCH_NBUF, -DBENCH_GLIBC, -DBENCH_JEMALLOC, -DBENCH_TCMALLOC, -DBENCH_MIMALLOC) so each
- * links only its own malloc; runs one workload per invocation and prints "key value" lines for
- * the driver (bench_alloc.c). It refuses to run when malloc is served by another allocator than
- * the one it was built for. Every variant replays the same fixed-seed traces. With --series FILE,
- * workload (d) also appends its RSS over the trace to FILE (for the plots of
- * tests/bench/report.sh).
+ * links only its own malloc; -DBENCH_NBUF -DBENCH_NBUF_DEFAULT is nbuf on the default pool
+ * (nbuf_alloc(NULL, n), as users call it) instead of a pool of its own; runs one workload per
+ * invocation and prints "key value" lines for the driver (bench_alloc.c). It refuses to run when
+ * malloc is served by another allocator than the one it was built for. Every variant replays the
+ * same fixed-seed traces. With --series FILE, workload (d) also appends its RSS over the trace to
+ * FILE (for the plots of tests/bench/report.sh).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,7 +31,11 @@
 #ifdef NBUF_HAVE_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
+#ifdef BENCH_NBUF_DEFAULT
+#define VARIANT "nbuf-default"
+#else
 #define VARIANT "nbuf"
+#endif
 #ifdef NBUF_HAVE_JEMALLOC
 #define EXPECT_MALLOC "jemalloc" /* libnbuf links jemalloc, which replaces malloc */
 #else
@@ -73,12 +78,16 @@
 
 #if defined(BENCH_NBUF)
 typedef struct nbuf obj;
-static struct nbuf_pool *pool;
+static struct nbuf_pool *pool; /* the pool under test, for the checks, stats and trim */
 
 static inline obj *
 obj_alloc(size_t n)
 {
+#ifdef BENCH_NBUF_DEFAULT
+    return nbuf_alloc(NULL, n); /* a constant NULL, as in users' code */
+#else
     return nbuf_alloc(pool, n);
+#endif
 }
 
 static inline void
@@ -322,21 +331,52 @@ allocator_version(char *out, size_t len)
 
 #if defined(BENCH_NBUF)
 /*
- * Under valgrind the pool sends every buffer through its annotated slow paths
- * (for memcheck). Callgrind must count the production fast path, so put back
- * what nbuf_pool_new computes for a pool without flags (as in pool.c).
+ * ---- nbuf internals: besides obj_mem's b->mem, the only code that looks inside the pool ----
+ * (src/types.h and pool.c may change under it: adapt here only.)
+ *
+ * Refuses a pool whose fast paths are off: NBUF_* flags, leak tracking, a debug mode. Under
+ * valgrind the pool sends every buffer through its annotated slow paths (for memcheck), but
+ * callgrind must count the production fast path, so put back what nbuf_pool_new computes for
+ * a pool without flags. Returns the backing's name.
  */
-static void
-restore_fast_paths(void)
+static const char *
+check_pool_internals(struct nbuf_pool *p)
 {
+    /* NBUF_BYPASS and friends from the environment would measure something else. */
+    if (p->cfg.flags)
+        die("NBUF_* flags 0x%x set from the environment: refusing to report", p->cfg.flags);
 #ifdef RUNNING_ON_VALGRIND
-    if (!RUNNING_ON_VALGRIND || pool->cfg.flags || pool->leaks || !pool->ncached)
-        return;
-    pool->slow_alloc = 0;
-    pool->buf_slow = 0;
-    pool->fast_id = nbuf_pool_fast_id_(pool);
-    printf("# nbuf fast paths restored under valgrind\n");
+    if (RUNNING_ON_VALGRIND && !p->leaks && p->ncached) {
+        p->slow_alloc = 0;
+        p->buf_slow = 0;
+        p->fast_id = nbuf_pool_fast_id_(p);
+        printf("# %s fast paths restored under valgrind\n", VARIANT);
+    }
 #endif
+    if (p->slow_alloc || p->buf_slow || !nbuf_pool_fast_(p))
+        die("nbuf's fast paths are off (NBUF_LEAK or a debug mode?): refusing to report");
+    return p->cfg.backing == NBUF_BACKING_JEMALLOC ? "jemalloc" : "mmap";
+}
+/* ---- end of nbuf internals ---- */
+
+/* The default pool takes its sizes from NBUF_* variables too: name them with the backing. */
+static void
+print_backing(const char *backing)
+{
+    printf("backing %s", backing);
+#ifdef BENCH_NBUF_DEFAULT
+    extern char **environ;
+    const char *sep = " (from the environment:";
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "NBUF_", 5) == 0 && strncmp(*e, "NBUF_BENCH_", 11) != 0) {
+            printf("%s %.60s", sep, *e);
+            sep = "";
+        }
+    }
+    if (!*sep)
+        printf(")");
+#endif
+    printf("\n");
 }
 #endif
 
@@ -353,17 +393,16 @@ check_allocator(void)
     if (strcmp(owner, EXPECT_MALLOC) != 0)
         die("malloc is served by %s (%s), expected %s: refusing to report", owner, file,
             EXPECT_MALLOC);
-#if defined(BENCH_NBUF)
+#if defined(BENCH_NBUF_DEFAULT)
+    pool = nbuf_pool_default(); /* what nbuf_alloc(NULL, n) allocates from */
+    if (!pool)
+        die("nbuf_pool_default: %s", strerror(errno));
+    print_backing(check_pool_internals(pool));
+#elif defined(BENCH_NBUF)
     pool = nbuf_pool_new(NULL);
     if (!pool)
         die("nbuf_pool_new: %s", strerror(errno));
-    /* NBUF_BYPASS and friends from the environment would measure something else. */
-    if (pool->cfg.flags)
-        die("NBUF_* flags 0x%x set from the environment: refusing to report", pool->cfg.flags);
-    printf("backing %s\n", pool->cfg.backing == NBUF_BACKING_JEMALLOC ? "jemalloc" : "mmap");
-    restore_fast_paths();
-    if (pool->slow_alloc || pool->buf_slow || !nbuf_pool_fast_(pool))
-        die("nbuf's fast paths are off (NBUF_LEAK or a debug mode?): refusing to report");
+    print_backing(check_pool_internals(pool));
 #endif
     fflush(stdout);
 }
@@ -386,17 +425,17 @@ allocator_trim(void)
 #endif
 }
 
-/* nbuf only: where the memory is, as a "#" line the driver shows; NBUF_BENCH_STATS=1 adds the
- * pool's own report with its chunk occupancy map on stderr. */
+/* nbuf only (either pool): where the memory is, as a "#" line the driver shows; NBUF_BENCH_STATS=1
+ * adds the pool's own report with its chunk occupancy map on stderr. */
 static void
 print_pool_stats(const char *when)
 {
 #if defined(BENCH_NBUF)
     struct nbuf_pool_stats st;
     nbuf_pool_stats(pool, &st);
-    printf("# nbuf %s: backing %.1f MiB, used %.1f MiB, requested %.1f MiB, cached %.1f MiB, "
+    printf("# %s %s: backing %.1f MiB, used %.1f MiB, requested %.1f MiB, cached %.1f MiB, "
            "%llu chunks\n",
-           when, mib((double)st.backing_bytes), mib((double)st.used_bytes),
+           VARIANT, when, mib((double)st.backing_bytes), mib((double)st.used_bytes),
            mib((double)st.requested_bytes), mib((double)st.cached_bytes),
            (unsigned long long)st.chunks);
     const char *env = getenv("NBUF_BENCH_STATS");
@@ -409,11 +448,19 @@ print_pool_stats(const char *when)
 
 /* ---- (a) alloc + release pairs, same thread ---- */
 
-/* Out of line so callgrind can count exactly this loop (--toggle-collect=run_pairs). */
-static void run_pairs(size_t size, uint64_t n) __attribute__((noinline));
+/*
+ * Callgrind counts the measured loops by name (bench_alloc --callgrind: --toggle-collect=run_pairs,
+ * run_live), so those must stay functions of their own: out of line, never cloned (a .constprop
+ * copy would escape the count), and never merged with the warm-up copies, which it must not count.
+ */
+#if defined(__clang__)
+#define COUNTED __attribute__((noinline))
+#else
+#define COUNTED __attribute__((noinline, noclone, no_icf))
+#endif
 
-static void
-run_pairs(size_t size, uint64_t n)
+static inline __attribute__((always_inline)) void
+pairs_loop(size_t size, uint64_t n)
 {
     for (uint64_t i = 0; i < n; i++) {
         obj *o = obj_alloc(size);
@@ -422,6 +469,18 @@ run_pairs(size_t size, uint64_t n)
         *(volatile uint8_t *)obj_mem(o) = (uint8_t)i;
         obj_free(o);
     }
+}
+
+static COUNTED void
+run_pairs(size_t size, uint64_t n)
+{
+    pairs_loop(size, n);
+}
+
+static COUNTED void
+warm_pairs(size_t size, uint64_t n)
+{
+    pairs_loop(size, n);
 }
 
 static void
@@ -435,7 +494,7 @@ workload_pairs(void)
         size_t size = sizes[k];
         if (opt.size && opt.size != size)
             continue;
-        run_pairs(size, batch); /* warm caches and page tables */
+        warm_pairs(size, batch); /* warm caches and page tables */
         uint64_t n = 0, t0 = now_ns(), t;
         if (opt.iters) {
             run_pairs(size, opt.iters);
@@ -475,11 +534,8 @@ trace_init(struct trace *tr, uint32_t len)
     }
 }
 
-static void run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
-    __attribute__((noinline));
-
-static void
-run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+static inline __attribute__((always_inline)) void
+live_loop(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
 {
     for (uint32_t i = from; i < from + n; i++) {
         uint16_t j = tr->slot[i];
@@ -490,6 +546,18 @@ run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
         *(volatile uint8_t *)obj_mem(o) = (uint8_t)i;
         live[j] = o;
     }
+}
+
+static COUNTED void
+run_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+{
+    live_loop(live, tr, from, n);
+}
+
+static COUNTED void
+warm_live(obj **live, const struct trace *tr, uint32_t from, uint32_t n)
+{
+    live_loop(live, tr, from, n);
 }
 
 static void
@@ -508,7 +576,7 @@ workload_live(void)
     const uint32_t batch = 1000;
     uint64_t cap = opt.iters ? opt.iters : opt.quick ? 500000 : 4000000;
     uint64_t budget = opt.iters ? UINT64_MAX : (opt.quick ? 20 : 100) * 1000000ull;
-    run_live(live, &tr, 0, 50 * batch); /* warm up to the steady mix */
+    warm_live(live, &tr, 0, 50 * batch); /* warm up to the steady mix */
     uint64_t n = 0, t0 = now_ns(), t;
     uint32_t pos = 50 * batch;
     do {

@@ -25,6 +25,7 @@ import sys
 PEERS_ALLOC = ["glibc", "jemalloc", "tcmalloc", "mimalloc"]
 COLORS = {
     "nbuf": "#d62728",
+    "nbuf-default": "#8b0000",
     "glibc": "#1f77b4",
     "jemalloc": "#2ca02c",
     "tcmalloc": "#9467bd",
@@ -78,7 +79,7 @@ def read_machine(data):
 
 class Alloc:
     def __init__(self, recs):
-        self.meta, self.variants, self.desc, self.ok = {}, [], {}, {}
+        self.meta, self.variants, self.desc, self.ok, self.role = {}, [], {}, {}, {}
         self.rows, self.values, self.medians, self.info, self.rss = [], {}, {}, {}, {}
         for r in recs:
             kind = r[0]
@@ -88,6 +89,8 @@ class Alloc:
                 self.variants.append(r[1])
                 self.desc[r[1]] = r[2]
                 self.ok[r[1]] = r[3] == "ok"
+                # nbuf or peer; older files had no role and one nbuf variant, "nbuf".
+                self.role[r[1]] = r[4] if len(r) > 4 else ("nbuf" if r[1] == "nbuf" else "peer")
             elif kind == "info":
                 self.info.setdefault(r[1], []).append(r[3])
             elif kind == "row":
@@ -102,7 +105,9 @@ class Alloc:
                 self.rss.setdefault(r[1], []).append(
                     (r[2], int(r[3]), num(r[4]), num(r[5]), num(r[6]))
                 )
-        self.peers = [v for v in self.variants if v != "nbuf" and self.ok.get(v)]
+        # The variants under test (nbuf's explicit and default pools) are never each other's peer.
+        self.nbufs = [v for v in self.variants if self.role.get(v) == "nbuf"]
+        self.peers = [v for v in self.variants if self.role.get(v) != "nbuf" and self.ok.get(v)]
 
     def med(self, key, variant):
         return self.medians.get(key, {}).get(variant)
@@ -346,8 +351,10 @@ def alloc_section(md, plots, a, cg, targets):
         "`tests/bench/bench_alloc` (see [bench-alloc.md](bench-alloc.md) for the method): every "
         "allocator in its own executable, one process per run and workload, runs alternated "
         f"with the order rotated; {mode} mode, median of {a.meta.get('reps', '?')} runs each. "
-        "nbuf calls `nbuf_alloc`/`nbuf_release` on a pool of its own, the peers "
-        "`malloc`/`free`. Load average "
+        "nbuf calls `nbuf_alloc(pool, n)`/`nbuf_release` on a pool of its own "
+        "(`nbuf_pool_new(NULL)`), nbuf-default `nbuf_alloc(NULL, n)` on the default pool (as "
+        "users call it; configured from `NBUF_*` variables), the peers `malloc`/`free`. The SPEC "
+        "holds both nbuf variants to the same targets; neither is the other's peer. Load average "
         f"{a.meta.get('load_before', '?')} before, {a.meta.get('load_after', '?')} after."
     )
     md()
@@ -358,17 +365,19 @@ def alloc_section(md, plots, a, cg, targets):
     md()
     md("### Medians")
     md()
-    header = ["workload", "unit"] + a.variants + ["nbuf runs (min-max)"]
+    header = ["workload", "unit"] + a.variants + [f"{v} runs (min-max)" for v in a.nbufs]
     rows = []
     for r in a.rows:
-        vals = [x for x in a.values.get(r["key"], {}).get("nbuf", []) if x is not None]
-        spread = f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a"
+        spreads = []
+        for nv in a.nbufs:
+            vals = [x for x in a.values.get(r["key"], {}).get(nv, []) if x is not None]
+            spreads.append(f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a")
         rows.append(
-            [r["label"], r["unit"]] + [fmt(a.med(r["key"], v)) for v in a.variants] + [spread]
+            [r["label"], r["unit"]] + [fmt(a.med(r["key"], v)) for v in a.variants] + spreads
         )
     md.table(header, rows, ["---", "---"] + ["---:"] * (len(header) - 2))
 
-    md("### Ratios: nbuf's cost over each peer's")
+    md("### Ratios: each nbuf variant's cost over each peer's")
     md()
     md(
         "Time over time, RSS over RSS, and for throughput the peer's buffers/s over nbuf's, so "
@@ -380,63 +389,52 @@ def alloc_section(md, plots, a, cg, targets):
     )
     md()
     header = (
-        ["workload"]
+        ["workload", "nbuf variant"]
         + [f"vs {p}" for p in a.peers]
-        + ["best peer", "nbuf / best", "per run", "target", "verdict"]
+        + ["best peer", "variant / best", "per run", "target", "verdict"]
     )
     rows = []
     for r in a.rows:
         best, _ = a.best_peer(r)
-        rb = a.cost_ratio(r, "nbuf", best) if best else None
-        x = a.med(r["key"], "nbuf")
-        if r["target"] == "peer":
-            tgt = "<= best peer"
-            ok = None if rb is None else rb <= 1.0
-            v = verdict(ok, "" if rb is None or ok else f"by {(rb - 1) * 100:.0f}%")
-        elif r["target"] == "abs":
-            tgt = f"<= {r['limit']:g} {r['unit']}"
-            ok = None if x is None else x <= r["limit"]
-            v = verdict(ok)
-        else:
-            tgt, ok, v = "(none)", None, ""
-        rows.append(
-            [r["label"]]
-            + [fmt_ratio(a.cost_ratio(r, "nbuf", p)) for p in a.peers]
-            + [
-                best or "n/a",
-                fmt_ratio(rb),
-                fmt_ratio(a.per_run_ratio(r, "nbuf", best) if best else None),
-                tgt,
-                v,
-            ]
-        )
-        if r["target"] != "none":
+        for nv in a.nbufs:
+            rb = a.cost_ratio(r, nv, best) if best else None
+            x = a.med(r["key"], nv)
             if r["target"] == "peer":
-                bv = fmt(a.med(r["key"], best))
-                res = f"nbuf {fmt(x)} {r['unit']}, best peer {best} {bv}: {fmt_ratio(rb)}x"
+                tgt = "<= best peer"
+                ok = None if rb is None else rb <= 1.0
+                v = verdict(ok, "" if rb is None or ok else f"by {(rb - 1) * 100:.0f}%")
+            elif r["target"] == "abs":
+                tgt = f"<= {r['limit']:g} {r['unit']}"
+                ok = None if x is None else x <= r["limit"]
+                v = verdict(ok)
             else:
-                res = f"nbuf {fmt(x)} {r['unit']}"
-            targets.append([f"alloc {r['label']}: {tgt}", "SPEC", res, v])
+                tgt, ok, v = "(none)", None, ""
+            rows.append(
+                [r["label"], nv]
+                + [fmt_ratio(a.cost_ratio(r, nv, p)) for p in a.peers]
+                + [
+                    best or "n/a",
+                    fmt_ratio(rb),
+                    fmt_ratio(a.per_run_ratio(r, nv, best) if best else None),
+                    tgt,
+                    v,
+                ]
+            )
+            if r["target"] != "none":
+                if r["target"] == "peer":
+                    bv = fmt(a.med(r["key"], best))
+                    res = f"{nv} {fmt(x)} {r['unit']}, best peer {best} {bv}: {fmt_ratio(rb)}x"
+                else:
+                    res = f"{nv} {fmt(x)} {r['unit']}"
+                targets.append([f"alloc {r['label']}, {nv}: {tgt}", "SPEC", res, v])
     md.table(
-        header, rows, ["---"] + ["---:"] * len(a.peers) + ["---", "---:", "---:", "---", "---"]
+        header,
+        rows,
+        ["---", "---"] + ["---:"] * len(a.peers) + ["---", "---:", "---:", "---", "---"],
     )
 
     if cg:
-        cgv = {r[1]: num(r[2]) for r in cg if r[0] == "callgrind"}
-        if cgv:
-            md("### Instructions per 64 B alloc+release pair (callgrind)")
-            md()
-            md(
-                "`bench_alloc --callgrind`: 200 000 pairs counted inside the benchmark loop (the "
-                "loop and its one-byte store included, about 12 instructions). Unlike time, this "
-                "does not move with the machine's load."
-            )
-            md()
-            nb = cgv.get("nbuf")
-            rows = [
-                [v, fmt(cgv[v]), fmt_ratio(nb / cgv[v] if nb and cgv[v] else None)] for v in cgv
-            ]
-            md.table(["variant", "instructions per pair", "nbuf / variant"], rows)
+        callgrind_section(md, a, cg, targets)
 
     # (a) cost against buffer size
     pair_rows = [r for r in a.rows if r["key"].startswith("a.")]
@@ -466,25 +464,28 @@ def alloc_section(md, plots, a, cg, targets):
         md()
         md(plots.plot("alloc-pairs", body))
         md()
-        data = []
-        for p in a.peers:
-            for r, s in zip(pair_rows, sizes):
-                x = a.cost_ratio(r, "nbuf", p)
-                if x is not None:
-                    data.append([s, x])
-            data.append(None)
+        data, lines = [], []
+        for nv in a.nbufs:
+            for p in a.peers:
+                for r, s in zip(pair_rows, sizes):
+                    x = a.cost_ratio(r, nv, p)
+                    if x is not None:
+                        data.append([s, x])
+                data.append(None)
+                lines.append((nv, p))
         path = plots.data("alloc-ratio.dat", data)
         body = size_tics(sizes)
         body += (
             "set logscale x 2\nset logscale y 2\nset xlabel 'buffer size'\n"
             "set ylabel 'nbuf time / peer time'\n"
-            "set title 'nbuf alloc+release against each peer (below 1: nbuf faster)'\n"
+            "set title 'nbuf alloc+release against each peer (below 1: nbuf faster; "
+            "dashed: the default pool)'\n"
             "set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'black' dt 2\n"
             "plot "
             + ", ".join(
                 f"{q(path)} index {i} using 1:2 with linespoints pt 7 {style(p)} "
-                f"title {q('vs ' + p)}"
-                for i, p in enumerate(a.peers)
+                f"dt {1 if nv == 'nbuf' else 2} title {q(nv + ' vs ' + p)}"
+                for i, (nv, p) in enumerate(lines)
             )
             + "\n"
         )
@@ -559,6 +560,105 @@ def alloc_section(md, plots, a, cg, targets):
         )
         md(plots.plot("rss-trace", body, (1000, 560)))
         md()
+
+
+class Callgrind:
+    """bench_alloc --callgrind --tsv: instructions per operation, per variant."""
+
+    def __init__(self, recs):
+        self.meta, self.variants, self.role, self.ok = {}, [], {}, {}
+        self.ops, self.ir = [], {}
+        for r in recs:
+            if r[0] == "meta":
+                self.meta[r[1]] = r[2]
+            elif r[0] == "variant":
+                self.variants.append(r[1])
+                self.role[r[1]] = r[2]
+                self.ok[r[1]] = r[3] == "ok"
+            elif r[0] == "op":
+                self.ops.append(dict(key=r[1], label=r[2], iters=int(r[3])))
+            elif r[0] == "callgrind" and len(r) >= 4:
+                self.ir[(r[1], r[2])] = num(r[3])
+            elif r[0] == "callgrind":  # the older format: 64 B pairs only, "callgrind <v> <n>"
+                if not self.ops:
+                    iters = int(self.meta.get("iters", 0) or 0)
+                    self.ops.append(dict(key="a.64", label="(a) pair, 64 B", iters=iters))
+                if r[1] not in self.variants:
+                    self.variants.append(r[1])
+                    self.role[r[1]] = "nbuf" if r[1] == "nbuf" else "peer"
+                    self.ok[r[1]] = True
+                self.ir[("a.64", r[1])] = num(r[2])
+        self.nbufs = [v for v in self.variants if self.role.get(v) == "nbuf"]
+        self.peers = [v for v in self.variants if self.role.get(v) != "nbuf"]
+
+    def fewest_peer(self, key):
+        vals = [(self.ir.get((key, p)), p) for p in self.peers]
+        vals = [(x, p) for x, p in vals if x]
+        return min(vals)[::-1] if vals else (None, None)
+
+
+def fmt_ir(x):
+    return "n/a" if x is None else (f"{x:.0f}" if x >= 1000 else f"{x:.1f}")
+
+
+def callgrind_section(md, a, recs, targets):
+    c = Callgrind(recs)
+    if not c.ops:
+        return
+    md("### Instructions per operation (callgrind)")
+    md()
+    iters = sorted({op["iters"] for op in c.ops})
+    md(
+        "`bench_alloc --callgrind`: every variant under `valgrind --tool=callgrind`, a fixed "
+        f"count of operations ({' or '.join(f'{n:,}'.replace(',', ' ') for n in iters)} per "
+        "row), counted inside the benchmark loop only (`--toggle-collect=run_pairs`, each size's "
+        "call dumped on its own, and `--toggle-collect=run_live`): the warm-up is not counted, "
+        "the loop and its one-byte store are (about 12 instructions per pair). (b) counts one "
+        "release plus one allocation of a random size per replacement. Unlike time, this does "
+        "not move with the machine's load. *variant / fewest*: instructions over the fewest of "
+        "any peer's in that row; below 1.00 nbuf runs fewer."
+    )
+    md()
+    header = (
+        ["operation"] + c.variants + ["fewest peer"] + [f"{nv} / fewest" for nv in c.nbufs]
+    )
+    rows = []
+    for op in c.ops:
+        best, bx = c.fewest_peer(op["key"])
+        row = [op["label"]] + [fmt_ir(c.ir.get((op["key"], v))) for v in c.variants]
+        row.append(best or "n/a")
+        for nv in c.nbufs:
+            x = c.ir.get((op["key"], nv))
+            row.append(fmt_ratio(x / bx if x and bx else None))
+        rows.append(row)
+    md.table(header, rows, ["---"] + ["---:"] * len(c.variants) + ["---"] + ["---:"] * len(c.nbufs))
+
+    # SPEC: fewer instructions per pair than the fastest peer (by time), 64 B-64 KiB.
+    if not a:
+        return
+    for nv in c.nbufs:
+        res, bad, n = [], [], 0
+        for r in a.rows:
+            if not r["key"].startswith("a.") or r["target"] != "peer":
+                continue
+            fastest, _ = a.best_peer(r)
+            x, y = c.ir.get((r["key"], nv)), c.ir.get((r["key"], fastest))
+            if not x or not y:
+                continue
+            n += 1
+            size = size_label(int(r["key"][2:]))
+            res.append(f"{size} {fmt_ir(x)} vs {fastest} {fmt_ir(y)}")
+            if x >= y:
+                bad.append(size)
+        if n:
+            targets.append(
+                [
+                    f"alloc (a) pairs 64 B-64 KiB, {nv}: fewer instructions than the fastest peer",
+                    "SPEC (callgrind)",
+                    f"fewer at {n - len(bad)} of {n} sizes ({'; '.join(res)})",
+                    verdict(not bad),
+                ]
+            )
 
 
 def flush_section(md, plots, recs, targets):
@@ -1084,6 +1184,8 @@ def main():
         alloc_section(body, plots, Alloc(alloc), cg, targets)
     else:
         body("## Allocation\n\n*(not run: no alloc.tsv)*\n")
+        if cg:
+            callgrind_section(body, None, cg, targets)
     flush = read_tsv(os.path.join(args.data, "flush.tsv"))
     if flush:
         flush_section(body, plots, flush, targets)

@@ -11,7 +11,7 @@
 #      -Ddebug_checks=0 -Dbench=true -Dexamples=true) and builds only the
 #      benchmarks and the two example servers;
 #   3. runs, one after the other: tests/bench/bench_alloc (nbuf against
-#      glibc, jemalloc, tcmalloc and mimalloc, plus instructions per pair
+#      glibc, jemalloc, tcmalloc and mimalloc, plus instructions per operation
 #      under callgrind), tests/bench/bench_flush (frame flush against
 #      memcpy+write, writev and libevent; composite lookup and building),
 #      docs/examples/kv/bench.sh (nbuf-kv against redis-server) and
@@ -113,7 +113,7 @@ else
     meson setup "$BUILD" "${OPTS[@]}" >"$DATA/build.log" 2>&1 || build_failed
 fi
 TARGETS=$(ninja -C "$BUILD" -t targets all |
-    sed -n 's/^\(tests\/bench\/bench_\(alloc\|alloc_[a-z]*\|flush\)\|docs\/examples\/\(kv\/nbuf-kv\|http\/nbuf-http\)\): .*/\1/p' |
+    sed -n 's/^\(tests\/bench\/bench_\(alloc\|alloc_[a-z-]*\|flush\)\|docs\/examples\/\(kv\/nbuf-kv\|http\/nbuf-http\)\): .*/\1/p' |
     sort -u)
 log "building $(echo "$TARGETS" | wc -l) targets in $BUILD"
 # shellcheck disable=SC2086 # a list of targets
