@@ -32,3 +32,14 @@ nbuf_assert_fail_(const char *expr, const char *file, int line)
     nbuf_report_("nbuf: assertion failed: %s (%s:%d)\n", expr, file, line);
     abort();
 }
+
+#ifdef NBUF_HAVE_VALGRIND
+/* See NBUF_RUNNING_ON_VALGRIND: asked once, before any pool exists. */
+bool nbuf_on_valgrind_;
+
+__attribute__((constructor(101))) static void
+valgrind_probe(void)
+{
+    nbuf_on_valgrind_ = RUNNING_ON_VALGRIND != 0;
+}
+#endif

@@ -107,7 +107,15 @@ nbuf_align_up_(size_t n, size_t align)
 
 /* ---- size_class.c ---- */
 extern NBUF_HIDDEN uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
-size_t nbuf_sz_usize_(unsigned szind);
+/* Class sizes by szind, built at load (the batch paths look one up per pair). */
+extern NBUF_HIDDEN size_t nbuf_sz_usize_table_[NBUF_NCLASSES];
+size_t nbuf_sz_usize_slow_(unsigned szind);
+static inline size_t
+nbuf_sz_usize_(unsigned szind)
+{
+    nbuf_assert_internal(szind < NBUF_NCLASSES);
+    return nbuf_sz_usize_table_[szind];
+}
 unsigned nbuf_sz_index_slow_(size_t size);
 unsigned nbuf_run_bin_floor_(uint32_t npages);
 unsigned nbuf_run_bin_ceil_(uint32_t npages);
@@ -294,9 +302,20 @@ unsigned nbuf_pool_env_flags_(void);
 #endif
 #ifdef NBUF_HAVE_VALGRIND
 #include <valgrind/memcheck.h>
-#define NBUF_RUNNING_ON_VALGRIND() (RUNNING_ON_VALGRIND != 0)
-#define NBUF_VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((p), (n))
-#define NBUF_VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
+/* RUNNING_ON_VALGRIND once, at load: each client request costs about ten
+ * instructions even natively, and the batch paths make one per pair. */
+extern NBUF_HIDDEN bool nbuf_on_valgrind_;
+#define NBUF_RUNNING_ON_VALGRIND() nbuf_on_valgrind_
+#define NBUF_VG_NOACCESS(p, n)                                                                     \
+    do {                                                                                           \
+        if (unlikely(nbuf_on_valgrind_))                                                           \
+            VALGRIND_MAKE_MEM_NOACCESS((p), (n));                                                  \
+    } while (0)
+#define NBUF_VG_UNDEFINED(p, n)                                                                    \
+    do {                                                                                           \
+        if (unlikely(nbuf_on_valgrind_))                                                           \
+            VALGRIND_MAKE_MEM_UNDEFINED((p), (n));                                                 \
+    } while (0)
 #else
 #define NBUF_RUNNING_ON_VALGRIND() false
 #define NBUF_VG_NOACCESS(p, n) ((void)(p), (void)(n))

@@ -28,8 +28,10 @@ uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
 /* ceil(size / 1 KiB) -> szind, for 4 KiB < size <= 64 KiB. */
 uint8_t nbuf_sz_lookup2_[NBUF_LOOKUP2_MAX / 1024 + 1];
 
+size_t nbuf_sz_usize_table_[NBUF_NCLASSES];
+
 size_t
-nbuf_sz_usize_(unsigned szind)
+nbuf_sz_usize_slow_(unsigned szind)
 {
     if (szind < 8)
         return (size_t)(szind + 1) << NBUF_LG_QUANTUM;
@@ -86,9 +88,12 @@ nbuf_sz_run_pages_(size_t usize, size_t page_size)
     return n;
 }
 
-__attribute__((constructor)) static void
+/* First among the constructors: others may look classes up. */
+__attribute__((constructor(101))) static void
 size_class_build_lookup(void)
 {
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++)
+        nbuf_sz_usize_table_[i] = nbuf_sz_usize_slow_(i);
     for (size_t i = 0; i <= NBUF_LOOKUP_MAX / NBUF_QUANTUM; i++)
         nbuf_sz_lookup_[i] = (uint8_t)nbuf_sz_index_slow_(i << NBUF_LG_QUANTUM);
     for (size_t i = 0; i <= NBUF_LOOKUP2_MAX / 1024; i++)
