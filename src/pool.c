@@ -283,7 +283,7 @@ out_pool:
 /* Besides the entry counts, a bin holds at most this many bytes (and at
  * least 4 entries), so a cache of 28 KiB or 64 KiB buffers cannot pin
  * megabytes per thread: a per-class byte bound as in jemalloc's tcache. */
-#define CACHE_CLASS_BYTES ((size_t)256 << 10)
+#define CACHE_CLASS_BYTES ((size_t)512 << 10)
 
 static uint32_t
 cache_cap(const struct nbuf_pool *p, unsigned szind)
