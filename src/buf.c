@@ -409,7 +409,17 @@ release_other(struct nbuf *b)
         struct nbuf_tcache *tc = nbuf_tls_.tc;
         struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
         uint32_t tid = b->tid;
-        if (bin->room) {
+        /* Read now: once staged, a flush may hand b to another thread. */
+        size_t requested = b->requested;
+        if (tid != tc->id && b->szind < p->ncached &&
+            (uint32_t)bin->nalloc == tc->gc_nalloc[b->szind]) {
+            /* A consumer's release: home in a batch, not into idle bins. */
+            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+            NBUF_ASAN_POISON(b->mem, b->capacity);
+            NBUF_COUNTER_ADD64(tc->st.nrelease, 1);
+            NBUF_COUNTER_ADD64(tc->st.bytes_release, b->capacity);
+            nbuf_tcache_stage_(tc, b);
+        } else if (bin->room) {
             NBUF_COUNTER_ADD32(bin->room, -1);
             atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
             NBUF_ASAN_POISON(b->mem, b->capacity);
@@ -425,7 +435,7 @@ release_other(struct nbuf *b)
         } else {
             return release_last_slow(b);
         }
-        NBUF_COUNTER_ADD64(tc->st.req_release, b->requested);
+        NBUF_COUNTER_ADD64(tc->st.req_release, requested);
         if (tid != tc->id) /* released on another thread: it joins this cache */
             NBUF_COUNTER_ADD64(tc->st.remote_releases, 1);
         if (unlikely(--tc->gc_tick == 0))

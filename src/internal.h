@@ -220,6 +220,10 @@ nbuf_tcache_bin_batch_(const struct nbuf_tcache_bin *bin)
  * size) if it fits, else false. Both count the thread's statistics. */
 struct nbuf *nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind);
 bool nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b);
+/* A pair released here from another thread's cache, of a class this thread
+ * has not allocated since the last GC pass: staged, then sent home in a
+ * batch (struct nbuf_remote_stage). The caller counts the release. */
+void nbuf_tcache_stage_(struct nbuf_tcache *tc, struct nbuf *b);
 /* Fast releases between two GC passes of a thread cache. */
 #define NBUF_GC_INTERVAL 4096
 /* initial-exec: a plain %fs-relative load even in the shared library (no

@@ -87,6 +87,7 @@ cached_bytes_of(const struct nbuf_pool *p, const struct nbuf_tcache *tc)
     for (unsigned i = 0; i < p->ncached; i++)
         sum += (uint64_t)nbuf_tcache_bin_count_(&tc->bins[i]) * nbuf_sz_usize_(i);
     sum += NBUF_LOAD_RELAXED(tc->large.bytes);
+    sum += NBUF_LOAD_RELAXED(tc->stage.bytes);
     return sum;
 }
 

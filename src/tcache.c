@@ -205,6 +205,30 @@ nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b)
     return false;
 }
 
+/* ---- the remote stage ---- */
+
+static void
+stage_flush(struct nbuf_tcache *tc)
+{
+    struct nbuf_remote_stage *rs = &tc->stage;
+    if (rs->n)
+        nbuf_pairs_free_(tc->pool, rs->items, rs->n, true);
+    rs->n = 0;
+    NBUF_STORE_RELAXED(rs->bytes, 0);
+}
+
+void
+nbuf_tcache_stage_(struct nbuf_tcache *tc, struct nbuf *b)
+{
+    struct nbuf_remote_stage *rs = &tc->stage;
+    b->key = NBUF_KEY_NONE;
+    b->tid = tc->id;
+    rs->items[rs->n++] = b;
+    NBUF_STORE_RELAXED(rs->bytes, rs->bytes + b->capacity);
+    if (rs->n == NBUF_STAGE_PAIRS || rs->bytes >= NBUF_STAGE_BYTES)
+        stage_flush(tc);
+}
+
 static void
 large_flush(struct nbuf_tcache *tc)
 {
@@ -228,6 +252,7 @@ nbuf_tcache_flush_(struct nbuf_tcache *tc)
     for (unsigned i = 0; i < tc->pool->ncached; i++)
         bin_flush(tc, &tc->bins[i], UINT32_MAX, false);
     large_flush(tc);
+    stage_flush(tc);
     headers_flush(tc, 0);
 }
 
@@ -376,10 +401,14 @@ nbuf_tcache_release_slow_(struct nbuf *b)
         return;
     }
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
-    if (bin_count(bin) >= bin->cap)
-        bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
-    bin_push(tc, bin, b);
-    bin_set_count(bin, bin_count(bin) + 1);
+    if (b->tid != tc->id && (uint32_t)bin->nalloc == tc->gc_nalloc[szind]) {
+        nbuf_tcache_stage_(tc, b); /* see release_other in buf.c */
+    } else {
+        if (bin_count(bin) >= bin->cap)
+            bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
+        bin_push(tc, bin, b);
+        bin_set_count(bin, bin_count(bin) + 1);
+    }
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
         nbuf_tcache_gc_(tc);
 }
@@ -466,6 +495,17 @@ nbuf_tcache_check_(const struct nbuf_tcache *tc)
         large += b->capacity;
     }
     if (large != tc->large.bytes || large > tc->pool->cfg.cache_large_bytes)
+        return false;
+    uint64_t staged = 0;
+    if (tc->stage.n > NBUF_STAGE_PAIRS)
+        return false;
+    for (unsigned i = 0; i < tc->stage.n; i++) {
+        const struct nbuf *b = tc->stage.items[i];
+        if (b->pool != tc->pool || atomic_load(&b->refcnt) != 0 || b->key != NBUF_KEY_NONE)
+            return false;
+        staged += b->capacity;
+    }
+    if (staged != tc->stage.bytes)
         return false;
     uint32_t n = 0;
     for (const struct nbuf *h = tc->headers; h; h = h->root)

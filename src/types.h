@@ -337,6 +337,22 @@ struct nbuf_large_cache {
 };
 
 /*
+ * Pairs released on this thread that came from another thread's cache,
+ * while this thread does not allocate their class (a consumer): they go home
+ * to their arenas' stashes in batches instead of filling this thread's bins,
+ * where nothing would take them.
+ * Invariants: n <= NBUF_STAGE_PAIRS; bytes = sum of their capacities.
+ * Synchronization: the owning thread; bytes is read relaxed by stats.
+ */
+#define NBUF_STAGE_PAIRS 32
+#define NBUF_STAGE_BYTES ((uint64_t)128 << 10)
+struct nbuf_remote_stage {
+    struct nbuf *items[NBUF_STAGE_PAIRS];
+    uint32_t n;
+    uint64_t bytes;
+};
+
+/*
  * A thread's cache for one pool. Found through the thread-local
  * nbuf_tls_ (fast) or the pool's pthread key (slow).
  *
@@ -359,6 +375,7 @@ struct nbuf_tcache {
     uint32_t nheaders;
     uint32_t gc_nalloc[NBUF_NCLASSES]; /* bin nalloc at the last GC pass */
     struct nbuf_large_cache large;
+    struct nbuf_remote_stage stage;
     struct nbuf_tcache_bin bins[NBUF_NCLASSES];
 };
 

@@ -858,3 +858,65 @@ Test(tcache, large_pair_released_remotely)
     cr_assert_eq(st.live_buffers, 0);
     t_pool_done(p);
 }
+
+/* ---- the remote stage: a consumer's releases go home in batches ---- */
+
+struct consumer_arg {
+    struct nbuf_pool *p;
+    struct nbuf **v;
+    unsigned n;
+    uint64_t max_staged;
+};
+
+static void *
+consume(void *arg)
+{
+    struct consumer_arg *c = arg;
+    for (unsigned i = 0; i < c->n; i++) {
+        T_CHECK(t_buf_verify(c->v[i], i));
+        T_CHECK(nbuf_release(c->v[i]) == 1);
+        struct nbuf_tcache *tc = nbuf_tls_.tc;
+        if (!tc || nbuf_tls_.pool_id != c->p->id)
+            continue;
+        /* Nothing lingers in this thread's bins: it never allocates. */
+        for (unsigned k = 0; k < c->p->ncached; k++)
+            T_CHECK(nbuf_tcache_bin_count_(&tc->bins[k]) == 0);
+        if (tc->stage.bytes > c->max_staged)
+            c->max_staged = tc->stage.bytes;
+        T_CHECK(nbuf_tcache_check_(tc));
+    }
+    return NULL;
+}
+
+Test(tcache, consumer_releases_go_home_in_batches)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    if (!nbuf_pool_fast_(p)) {
+        t_pool_done(p);
+        cr_skip("the environment turned the fast paths off");
+    }
+    enum { N = 3000 };
+    struct nbuf **v = calloc(N, sizeof(*v));
+    cr_assert_not_null(v);
+    for (int round = 0; round < 2; round++) {
+        for (unsigned i = 0; i < N; i++) {
+            cr_assert_not_null(v[i] = nbuf_alloc(p, 64 + (i * 977) % 20000));
+            t_buf_fill(v[i], i);
+        }
+        uint64_t chunks = t_stats(p).chunks;
+        struct consumer_arg c = {p, v, N, 0};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, consume, &c), 0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        t_thread_assert_ok();
+        cr_assert_leq(c.max_staged, NBUF_STAGE_BYTES + (64u << 10));
+        struct nbuf_pool_stats st = t_stats(p);
+        cr_assert_eq(st.live_buffers, 0);
+        cr_assert_eq(st.remote_releases, (uint64_t)(round + 1) * N);
+        /* Home again: the second round needs no new chunk. */
+        if (round == 1)
+            cr_assert_leq(st.chunks, chunks);
+    }
+    free(v);
+    t_pool_done(p);
+}
