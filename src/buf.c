@@ -61,25 +61,16 @@ buf_init(struct nbuf *b, struct nbuf_pool *p, size_t requested, size_t max_capac
 static struct nbuf *
 alloc_huge(struct nbuf_pool *p, size_t capacity)
 {
-    size_t size = nbuf_align_up_(capacity, 4096);
     struct nbuf *b = nbuf_header_alloc_(p);
     if (!b)
         return NULL;
     b->pool = p;
     b->flags = 0;
-    if (!nbuf_pool_charge_(p, size)) {
-        nbuf_pool_trim_all_(p);
-        if (!nbuf_pool_charge_(p, size)) {
-            atomic_fetch_add(&p->limit_failures, 1);
-            nbuf_report_("nbuf: memory_limit %zu reached allocating a %zu-byte huge buffer\n",
-                         p->cfg.memory_limit, capacity);
-            goto out_header;
-        }
-    }
-    b->mem = nbuf_backing_alloc_(&p->backing, size, p->cfg.page_size);
+    size_t size = nbuf_align_up_(capacity, 4096);
+    b->mem = nbuf_huge_alloc_(p, size);
     if (!b->mem) {
-        nbuf_pool_uncharge_(p, size);
-        goto out_header;
+        nbuf_header_free_(b);
+        return NULL;
     }
     b->kind = NBUF_KIND_HUGE;
     b->szind = NBUF_SZIND_HUGE;
@@ -87,11 +78,6 @@ alloc_huge(struct nbuf_pool *p, size_t capacity)
     /* The backing size: capacity may be clamped to max_capacity below. */
     b->slab = (void *)(uintptr_t)size;
     return b;
-
-out_header:
-    nbuf_header_free_(b);
-    errno = ENOMEM;
-    return NULL;
 }
 
 static struct nbuf *
@@ -303,8 +289,7 @@ nbuf_buf_free_(struct nbuf *b)
         NBUF_UNPOISON(b->mem, size);
         if (b->flags & NBUF_F_SCRUB)
             memset(b->mem, 0, size);
-        nbuf_backing_free_(&p->backing, b->mem, size, p->cfg.page_size);
-        nbuf_pool_uncharge_(p, size);
+        nbuf_huge_free_(p, b->mem, size);
         nbuf_buf_header_put_(b);
         return;
     }

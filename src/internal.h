@@ -155,6 +155,21 @@ bool nbuf_backing_has_jemalloc_(void);
 /* Test hook: the Nth backing allocation from now fails (0 = none). */
 void nbuf_backing_fail_after_(struct nbuf_pool *p, long n);
 
+/* ---- huge.c ---- */
+/* The pool's extent cache (off in debug modes and without caches): 0 or
+ * -ENOMEM; fini frees what it holds. */
+int nbuf_huge_cache_init_(struct nbuf_pool *p);
+void nbuf_huge_cache_fini_(struct nbuf_pool *p);
+/* Memory for a huge buffer of @size bytes (page multiple): a cached extent
+ * of that size, else the backing (charged; on memory_limit trims and
+ * retries once). NULL with errno ENOMEM. */
+void *nbuf_huge_alloc_(struct nbuf_pool *p, size_t size);
+/* Give back what nbuf_huge_alloc_ returned: cached if it fits, else freed. */
+void nbuf_huge_free_(struct nbuf_pool *p, void *mem, size_t size);
+/* Free every cached extent (trim, pool teardown). */
+void nbuf_huge_trim_(struct nbuf_pool *p);
+uint64_t nbuf_huge_cached_bytes_(struct nbuf_pool *p);
+
 /* ---- chunk.c ---- */
 struct nbuf_chunk *nbuf_chunk_new_(struct nbuf_arena *a);
 void nbuf_chunk_free_(struct nbuf_chunk *c);

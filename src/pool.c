@@ -93,6 +93,7 @@ fork_prepare(void)
         pthread_mutex_lock(&p->lock);
         if (p->leaks)
             pthread_mutex_lock(&p->leaks->lock);
+        pthread_mutex_lock(&p->huge_cache.lock);
     }
 }
 
@@ -103,6 +104,7 @@ fork_release(void)
 {
     for (size_t i = fork_npools; i-- > 0;) {
         struct nbuf_pool *p = fork_pools[i];
+        pthread_mutex_unlock(&p->huge_cache.lock);
         if (p->leaks)
             pthread_mutex_unlock(&p->leaks->lock);
         pthread_mutex_unlock(&p->lock);
@@ -261,12 +263,18 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     if (err)
         goto out_arenas;
     p->fast_id = nbuf_pool_fast_id_(p);
+    err = nbuf_huge_cache_init_(p);
+    if (err)
+        goto out_debug;
     err = fork_register(p);
-    if (err) {
-        nbuf_debug_pool_fini_(p);
-        goto out_arenas;
-    }
+    if (err)
+        goto out_huge;
     return p;
+
+out_huge:
+    nbuf_huge_cache_fini_(p);
+out_debug:
+    nbuf_debug_pool_fini_(p);
 
 out_arenas:
     arenas_destroy(p, i);
@@ -370,6 +378,7 @@ nbuf_pool_trim_all_(struct nbuf_pool *p)
     atomic_fetch_add(&p->trim_epoch, 1);
     for (unsigned i = 0; i < p->narenas; i++)
         nbuf_arena_trim_(&p->arenas[i], 0);
+    nbuf_huge_trim_(p);
     nbuf_backing_purge_(&p->backing);
     return 0;
 }
@@ -415,6 +424,7 @@ nbuf_pool_free(struct nbuf_pool *p)
     }
     pthread_key_delete(p->tsd_key);
     nbuf_debug_pool_fini_(p);
+    nbuf_huge_cache_fini_(p);
     arenas_destroy(p, p->narenas);
     nbuf_backing_purge_(&p->backing);
     pthread_mutex_destroy(&p->lock);

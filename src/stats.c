@@ -131,6 +131,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         out->empty_chunks += a->nempty;
         nbuf_arena_unlock_(a);
     }
+    out->cached_bytes += nbuf_huge_cached_bytes_(p);
     out->chunks = atomic_load(&p->nchunks);
     out->backing_bytes = atomic_load(&p->backing_bytes);
     out->allocations = t.nalloc;

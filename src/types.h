@@ -400,6 +400,29 @@ struct nbuf_backing {
     _Atomic uint64_t fail_count;
 };
 
+/* ---- huge extents (huge.c) ------------------------------------------------ */
+
+/*
+ * Freed huge extents kept for reuse. A cached extent stays charged against
+ * memory_limit (it is still taken from the backing) and is poisoned.
+ * Invariants: n <= NBUF_HUGE_SLOTS; bytes = sum of the slots' sizes <=
+ * NBUF_HUGE_CACHE_BYTES.
+ * Synchronization: lock guards everything.
+ */
+#define NBUF_HUGE_SLOTS 4
+#define NBUF_HUGE_CACHE_BYTES ((uint64_t)32 << 20)
+struct nbuf_huge_extent {
+    void *mem;
+    size_t size;
+};
+struct nbuf_huge_cache {
+    pthread_mutex_t lock;
+    unsigned n;
+    uint64_t bytes;
+    uint64_t cap; /* NBUF_HUGE_CACHE_BYTES, or 0 (off) */
+    struct nbuf_huge_extent slot[NBUF_HUGE_SLOTS];
+};
+
 /* ---- pool ---------------------------------------------------------------- */
 
 /*
@@ -447,7 +470,8 @@ struct nbuf_pool {
     _Atomic uint64_t limit_failures;
     _Atomic uint64_t live_views;
 
-    struct nbuf_leak_registry *leaks; /* leak.c, may be NULL */
+    struct nbuf_leak_registry *leaks;  /* leak.c, may be NULL */
+    struct nbuf_huge_cache huge_cache; /* huge.c */
 };
 
 #endif /* NBUF_TYPES_H */

@@ -300,6 +300,10 @@ Test(backing, huge_with_clipped_capacity)
     cr_assert_eq(t_stats(p).backing_bytes, 3u << 20);
     t_buf_fill(b, 1);
     cr_assert_eq(nbuf_release(b), 1);
+    /* The extent waits in the pool's huge cache (still charged), until a
+     * trim frees it with its real size. */
+    cr_assert_eq(t_stats(p).backing_bytes, nbuf_huge_cached_bytes_(p));
+    cr_assert_eq(nbuf_pool_trim(p), 0);
     cr_assert_eq(t_stats(p).backing_bytes, 0);
     cr_assert_eq(c->outstanding, 0);
     t_pool_done(p);
@@ -575,5 +579,90 @@ Test(backing, fail_while_threads_allocate)
     cr_assert_eq(t_stats(p).chunks, 0);
     t_pool_done(p);
     cr_assert_eq(c->outstanding, 0);
+    free(c);
+}
+
+/* ---- the huge-extent cache ---- */
+
+static struct nbuf_pool *
+huge_pool(struct counting *c, size_t limit)
+{
+    struct nbuf_pool_config cfg = custom_cfg(c, 8192, 1u << 20, 0);
+    cfg.memory_limit = limit;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    if (p->huge_cache.cap == 0) {
+        t_pool_done(p);
+        cr_skip("the huge cache is off in this environment (no cache or checked mode)");
+    }
+    return p;
+}
+
+/* A loop of same-size huge buffers calls the backing once. */
+Test(backing, huge_extents_are_reused)
+{
+    if (t_bypass())
+        cr_skip("bypass: the backing is not used");
+    struct counting *c = counting_new();
+    struct nbuf_pool *p = huge_pool(c, 0);
+    size_t size = (3u << 20) + 1; /* 3 MiB + 4 KiB once rounded */
+    uint8_t *mem = NULL;
+    for (unsigned i = 0; i < 100; i++) {
+        struct nbuf *b = nbuf_alloc(p, size);
+        cr_assert_not_null(b);
+        cr_assert_eq(b->kind, NBUF_KIND_HUGE);
+        cr_assert_eq(nbuf_capacity(b), (3u << 20) + 4096);
+        if (i)
+            cr_assert_eq(b->mem, mem, "extent not reused");
+        mem = b->mem;
+        t_buf_fill(b, i);
+        cr_assert(t_buf_verify(b, i));
+        cr_assert_eq(nbuf_release(b), 1);
+    }
+    cr_assert_eq(c->allocs, 1);
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_eq(st.cached_bytes, (3u << 20) + 4096);
+    cr_assert_eq(st.backing_bytes, (3u << 20) + 4096, "a cached extent stays charged");
+    cr_assert_eq(st.huge_allocations, 100);
+    cr_assert_eq(st.live_buffers, 0);
+    /* Another size does not take it; the cache is bounded. */
+    struct nbuf *v[NBUF_HUGE_SLOTS + 2];
+    for (unsigned i = 0; i < NBUF_HUGE_SLOTS + 2; i++)
+        cr_assert_not_null(v[i] = nbuf_alloc(p, (2u << 20) + i * 8192));
+    cr_assert_eq(c->allocs, 1 + NBUF_HUGE_SLOTS + 2);
+    for (unsigned i = 0; i < NBUF_HUGE_SLOTS + 2; i++)
+        cr_assert_eq(nbuf_release(v[i]), 1);
+    cr_assert_leq(p->huge_cache.n, NBUF_HUGE_SLOTS);
+    cr_assert_leq(nbuf_huge_cached_bytes_(p), NBUF_HUGE_CACHE_BYTES);
+    cr_assert_eq(c->outstanding, (long)p->huge_cache.n);
+    /* Trim frees them all. */
+    cr_assert_eq(nbuf_pool_trim(p), 0);
+    cr_assert_eq(c->outstanding, 0);
+    cr_assert_eq(t_stats(p).backing_bytes, 0);
+    t_pool_done(p);
+    t_thread_assert_ok();
+    free(c);
+}
+
+/* Cached extents count against memory_limit, and the limit's trim frees
+ * them before it refuses anything. */
+Test(backing, huge_cache_yields_to_memory_limit)
+{
+    if (t_bypass())
+        cr_skip("bypass: the backing is not used");
+    struct counting *c = counting_new();
+    struct nbuf_pool *p = huge_pool(c, 8u << 20);
+    struct nbuf *b = nbuf_alloc(p, 6u << 20);
+    cr_assert_not_null(b);
+    cr_assert_eq(nbuf_release(b), 1);
+    cr_assert_eq(t_stats(p).backing_bytes, 6u << 20);
+    /* 5 MiB does not fit beside the cached 6 MiB: trim, then it does. */
+    b = nbuf_alloc(p, 5u << 20);
+    cr_assert_not_null(b, "the cached extent was not given back under the limit");
+    cr_assert_eq(t_stats(p).backing_bytes, 5u << 20);
+    cr_assert_eq(t_stats(p).limit_failures, 0);
+    cr_assert_eq(nbuf_release(b), 1);
+    t_pool_done(p);
+    cr_assert_eq(c->outstanding, 0);
+    t_thread_assert_ok();
     free(c);
 }
