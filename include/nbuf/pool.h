@@ -97,7 +97,9 @@ struct nbuf_pool_config {
     /** Bytes each thread cache may keep in up to four buffers larger than
      *  cache_max_size (up to the chunk size), so that a loop of large
      *  buffers does not take an arena lock per buffer; 0 = none (default
-     *  4 MiB). */
+     *  4 MiB). Also, unless 0: the pool keeps up to four freed buffers
+     *  larger than a chunk (32 MiB in all, still counted in backing_bytes
+     *  and memory_limit) for reuse by a request of the same size. */
     size_t cache_large_bytes;
 };
 
@@ -138,7 +140,8 @@ struct nbuf_pool *nbuf_pool_default(void);
 
 /**
  * Give cached and idle memory back to the backing now: the calling thread's
- * cache, the arenas' stashes, and every empty chunk. Other threads flush their
+ * cache, the arenas' stashes, the pool's cached huge extents, and every
+ * empty chunk. Other threads flush their
  * caches at their next cache miss (their caches are theirs alone).
  *
  * @return 0, or -EINVAL for a NULL pool.
