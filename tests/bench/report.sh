@@ -7,8 +7,8 @@
 #   1. installs what is missing (apt-get, only when dpkg says a package is
 #      not installed): gnuplot, the peer allocators, libevent, redis, nginx,
 #      wrk, valgrind and the build tools;
-#   2. configures its own release build (build-report: --buildtype=release
-#      -Ddebug_checks=0 -Dbench=true -Dexamples=true) and builds only the
+#   2. configures its own release build (build-report: --buildtype=release,
+#      the project's default options, -Dbench=true -Dexamples=true) and builds only the
 #      benchmarks and the two example servers;
 #   3. runs, one after the other: tests/bench/bench_alloc (nbuf against
 #      glibc, jemalloc, tcmalloc and mimalloc, plus instructions per operation
@@ -101,7 +101,7 @@ kv git_dirty "$(git status --porcelain --untracked-files=no -- src include meson
     meson_options.txt tests/bench docs/examples 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
 
 # ---- 2. build ----
-OPTS=(--buildtype=release -Ddebug_checks=0 -Dbench=true -Dexamples=true)
+OPTS=(--buildtype=release -Ddebug_checks=1 -Dstats=true -Dbench=true -Dexamples=true)
 build_failed() {
     tail -n 30 "$DATA/build.log" >&2
     echo "report.sh: the build failed (log: $DATA/build.log)" >&2
@@ -120,7 +120,7 @@ log "building $(echo "$TARGETS" | wc -l) targets in $BUILD"
 ninja -C "$BUILD" $TARGETS >>"$DATA/build.log" 2>&1 || build_failed
 kv compiler "$(sed -n 's/^C compiler for the host machine: .*"\(.*\)").*/\1/p' \
     "$BUILD/meson-logs/meson-log.txt" | tail -1)"
-kv buildtype "release, debug_checks=0 (meson $(meson --version))"
+kv buildtype "release, default options: debug_checks=1, stats=true (meson $(meson --version))"
 
 # ---- 3. the benchmarks ----
 B=$BUILD/tests/bench
