@@ -9,8 +9,10 @@
  * The timing is a fair race: both ways build the same frames (the reader
  * checks every header and, byte for byte, the first bodies of every round
  * and one in SAMPLE_EVERY after), through the same socketpair, in rounds that
- * alternate between the two; a round ends when the reader has every byte,
- * and the table shows the median round of each way.
+ * alternate between the two; a round ends when the reader has every byte.
+ * The table shows the median round of each way, and as the speedup the
+ * median of the ratios of neighbouring rounds (a busy machine slows both
+ * rounds of a pair alike).
  *
  * The nbuf way is the one composite.h recommends: the header with
  * nbuf_composite_add_copy, each slice with nbuf_composite_add_slice (which
@@ -389,22 +391,25 @@ main(int argc, char **argv)
     int nways[NROWS], total_ways = 0;
     for (int i = 0; i < NROWS; i++)
         total_ways += nways[i] = slices[i] <= TINY_SLICE ? 3 : 2;
-    const double round_s = 0.04;
+    const double round_s = 0.02;
     int rounds = (int)(total / total_ways / round_s);
     if (rounds < 3)
         rounds = 3;
     if (rounds > MAX_ROUNDS)
         rounds = MAX_ROUNDS;
     double per = total / total_ways / rounds;
-    printf("\nframe = 8 B header + 64 KiB body in slices of S; median of %d rounds of %.0f ms "
-           "each way, alternating, every frame's header and a sample of bodies checked\n",
+    printf("\nframe = 8 B header + 64 KiB body in slices of S; %d rounds of %.0f ms each way, "
+           "alternating, every frame's header and a sample of bodies checked; us/frame: the "
+           "median round, speedup: the median over rounds of malloc's time / nbuf's in the "
+           "round next to it\n",
            rounds, per * 1e3);
     printf("|       S | malloc+memcpy+write | nbuf composite writev | speedup | nbuf composes "
            "the body from |\n");
     printf("|--------:|--------------------:|----------------------:|--------:|:------------"
            "----------------|\n");
     static struct side sides[NWAYS];
-    double med[NROWS][NWAYS], spread[NROWS][NWAYS], cpu[NROWS][NWAYS];
+    static double pair[MAX_ROUNDS];
+    double med[NROWS][NWAYS], speedup[NROWS][NWAYS], spread[NROWS][NWAYS], cpu[NROWS][NWAYS];
     enum way table_way[NROWS];
     for (int i = 0; i < NROWS; i++) {
         size_t n = BODY_SIZE / slices[i];
@@ -418,21 +423,26 @@ main(int argc, char **argv)
             for (int w = 0; w < nways[i]; w++) /* alternate: ABAB... */
                 round_run(&cn, c, pool, payload, ways[w], per, &sides[ways[w]]);
         conn_close(&cn);
+        /* Ratios of neighbouring rounds first (a busy machine slows both
+         * alike), then the medians (quantile sorts). */
+        for (int w = 1; w < nways[i]; w++) {
+            struct side *m = &sides[WAY_MALLOC], *sd = &sides[ways[w]];
+            for (int r = 0; r < rounds; r++)
+                pair[r] = m->us[r] / sd->us[r];
+            speedup[i][ways[w]] = quantile(pair, rounds, 0.5);
+            /* Half the interquartile range of the ratios. */
+            spread[i][ways[w]] = (quantile(pair, rounds, 0.75) - quantile(pair, rounds, 0.25)) / 2;
+        }
         for (int w = 0; w < nways[i]; w++) {
             struct side *sd = &sides[ways[w]];
-            double q1 = quantile(sd->us, sd->rounds, 0.25);
-            double q3 = quantile(sd->us, sd->rounds, 0.75);
             med[i][ways[w]] = quantile(sd->us, sd->rounds, 0.5);
-            /* Half the interquartile range, relative to the median. */
-            spread[i][ways[w]] = (q3 - q1) / med[i][ways[w]] / 2;
             cpu[i][ways[w]] = quantile(sd->cpu, sd->rounds, 0.5);
         }
         const char *how = table_way[i] == WAY_NBUF_BODY          ? "one pooled buffer (memcpy)"
                           : slices[i] <= NBUF_COMPOSITE_COPY_MAX ? "add_slice: copied to the tail"
                                                                  : "add_slice: referenced";
         printf("| %5zu B | %10.1f us/frame | %12.1f us/frame | %6.2fx | %-28s |\n", slices[i],
-               med[i][WAY_MALLOC], med[i][table_way[i]], med[i][WAY_MALLOC] / med[i][table_way[i]],
-               how);
+               med[i][WAY_MALLOC], med[i][table_way[i]], speedup[i][table_way[i]], how);
     }
     for (int i = 0; i < NROWS; i++) {
         if (table_way[i] != WAY_NBUF_BODY)
@@ -442,19 +452,17 @@ main(int argc, char **argv)
                "nbuf_composite_add_slice would make of each without a call per slice. With "
                "one nbuf_composite_add_slice per slice: %.1f us/frame (%.2fx), since a call "
                "costs more than copying %zu bytes.\n",
-               slices[i], med[i][WAY_NBUF], med[i][WAY_MALLOC] / med[i][WAY_NBUF], slices[i]);
+               slices[i], med[i][WAY_NBUF], speedup[i][WAY_NBUF], slices[i]);
     }
     for (int i = 0; i < NROWS; i++) {
         enum way w = table_way[i];
-        double loss = med[i][w] / med[i][WAY_MALLOC] - 1;
-        double noise = spread[i][w] > spread[i][WAY_MALLOC] ? spread[i][w] : spread[i][WAY_MALLOC];
-        if (loss <= 0)
+        if (speedup[i][w] >= 1.0)
             continue;
-        printf("\nnbuf loses the %zu B row by %.0f%%: ", slices[i], loss * 100);
-        if (loss < noise)
-            printf("less than the spread of its rounds (+-%.0f%%): a busy machine, run it "
-                   "again on a quiet one\n",
-                   noise * 100);
+        printf("\nnbuf loses the %zu B row by %.0f%%: ", slices[i], (1 / speedup[i][w] - 1) * 100);
+        if (1 - speedup[i][w] < spread[i][w])
+            printf("less than the spread of its rounds (+-%.2f): a busy machine, run it again "
+                   "on a quiet one\n",
+                   spread[i][w]);
         else if (cpu[i][w] > cpu[i][WAY_MALLOC])
             printf("its sending thread used more CPU per frame (%.1f us, malloc+memcpy+write "
                    "%.1f us): composing %zu slices costs more than the copy it saves\n",
