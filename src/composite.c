@@ -398,14 +398,6 @@ nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b)
     return add_buf(c, b, b->reader, b->writer - b->reader, true);
 }
 
-/* memcpy for add_slice's fast path, which tail-calls it to keep no frame. */
-static __attribute__((noinline)) int
-copy_ret0(uint8_t *d, const uint8_t *s, size_t n)
-{
-    memcpy(d, s, n);
-    return 0;
-}
-
 /* add_slice of a slice too big to copy (or empty): out of line, so the
  * small-slice path needs no stack frame. */
 static __attribute__((noinline)) int
@@ -447,8 +439,9 @@ nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, s
             c->run->len += len;
             c->tail->writer += len;
             if (len > 64)
-                return copy_ret0((uint8_t *)d, b->mem + off, len);
-            nbuf_copy_1_64_((uint8_t *)d, b->mem + off, len);
+                memcpy((uint8_t *)d, b->mem + off, len);
+            else
+                nbuf_copy_1_64_((uint8_t *)d, b->mem + off, len);
             return 0;
         }
         return add_buf(c, b, off, len, false);
