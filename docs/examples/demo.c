@@ -404,9 +404,9 @@ main(int argc, char **argv)
            "round next to it\n",
            rounds, per * 1e3);
     printf("|       S | malloc+memcpy+write | nbuf composite writev | speedup | nbuf composes "
-           "the body from |\n");
+           "the body from  |\n");
     printf("|--------:|--------------------:|----------------------:|--------:|:------------"
-           "----------------|\n");
+           "-----------------|\n");
     static struct side sides[NWAYS];
     static double pair[MAX_ROUNDS];
     double med[NROWS][NWAYS], speedup[NROWS][NWAYS], spread[NROWS][NWAYS], cpu[NROWS][NWAYS];
@@ -441,7 +441,7 @@ main(int argc, char **argv)
         const char *how = table_way[i] == WAY_NBUF_BODY          ? "one pooled buffer (memcpy)"
                           : slices[i] <= NBUF_COMPOSITE_COPY_MAX ? "add_slice: copied to the tail"
                                                                  : "add_slice: referenced";
-        printf("| %5zu B | %10.1f us/frame | %12.1f us/frame | %6.2fx | %-28s |\n", slices[i],
+        printf("| %5zu B | %10.1f us/frame | %12.1f us/frame | %6.2fx | %-29s |\n", slices[i],
                med[i][WAY_MALLOC], med[i][table_way[i]], speedup[i][table_way[i]], how);
     }
     for (int i = 0; i < NROWS; i++) {
