@@ -14,9 +14,14 @@
 
 #include "composite_int.h"
 
-/* add_copy tails start at this many bytes and double up to the maximum. */
+/* Tails (the pooled buffers copies are packed into) start at TAIL_MIN bytes
+ * and double each time one fills, up to TAIL_MAX: the largest size class the
+ * thread caches keep by default, so a frame of copied slices takes a tail or
+ * two rather than one per 4 KiB. A drained composite keeps a tail of at most
+ * TAIL_KEEP bytes (tail_drained), so an idle one pins little. */
 #define TAIL_MIN 256
-#define TAIL_MAX 4096
+#define TAIL_MAX ((size_t)64 << 10)
+#define TAIL_KEEP 4096
 
 /* ---- file regions ---- */
 
@@ -54,6 +59,7 @@ ring_resize(struct nbuf_composite *c, struct nbuf_comp_ *nc, size_t ncap)
     c->mask = ncap - 1;
     c->head = 0;
     c->hint = 0;
+    nbuf_composite_uncursor_(c);
 }
 
 int
@@ -90,6 +96,7 @@ push_back_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, 
     d->is_file = 0;
     c->count++;
     c->total += len;
+    nbuf_composite_uncursor_(c);
 }
 
 void
@@ -103,6 +110,29 @@ nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp
     d->start = c->base;
     c->count++;
     c->total += cp->len;
+}
+
+/* No component and no view holds the tail any more, only c->tail: its bytes
+ * are nobody's, so copies may be packed again from its start, while that
+ * memory is still hot in cache. Acquire pairs with the release of the last
+ * other reference: whatever read those bytes is done with them. */
+static inline bool
+tail_idle(struct nbuf *t)
+{
+    return atomic_load_explicit(&t->refcnt, memory_order_acquire) == 1;
+}
+
+/* The composite emptied: a big tail (copies made it grow) goes back to the
+ * pool rather than stay pinned by an idle composite; a small one stays for
+ * the next headers. */
+static void
+tail_drained(struct nbuf_composite *c)
+{
+    struct nbuf *t = c->tail;
+    if (t && t->capacity > TAIL_KEEP && tail_idle(t)) {
+        nbuf_release(t);
+        c->tail = NULL;
+    }
 }
 
 void
@@ -133,6 +163,10 @@ nbuf_composite_consume_(struct nbuf_composite *c, size_t n)
     }
     c->head = head;
     c->count = count;
+    if (!count) {
+        nbuf_composite_uncursor_(c);
+        tail_drained(c);
+    }
     nbuf_assert_expensive(nbuf_composite_check_(c));
 }
 
@@ -156,6 +190,7 @@ nbuf_composite_discard_read(struct nbuf_composite *c)
             c->mask = ncap - 1;
             c->head = 0;
             c->hint = 0;
+            nbuf_composite_uncursor_(c);
             return 0;
         }
         while (ncap < c->count * 2)
@@ -203,6 +238,10 @@ nbuf_composite_free(struct nbuf_composite *c)
 
 /* ---- adding ---- */
 
+/* Slices of at most this many bytes are copied when added (tests may change
+ * it; 0 references every slice). */
+size_t nbuf_composite_slice_copy_max_ = NBUF_COMPOSITE_COPY_MAX;
+
 /*
  * Add [off, off + len) of @last's buffer @b behind it, without a reference
  * of its own: adjacent bytes grow @last (nginx merges such neighbours too),
@@ -229,10 +268,88 @@ reserve1(struct nbuf_composite *c)
     return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
 }
 
+/* The last component when it is the tail's run ending at the tail's writer
+ * index (copies pack behind it), else NULL. A file's pointer never equals a
+ * buffer's: no is_file test needed. */
+static inline struct nbuf_comp_ *
+tail_run(const struct nbuf_composite *c)
+{
+    struct nbuf *t = c->tail;
+    struct nbuf_comp_ *last = nbuf_comp_last_(c);
+    return t && last && last->buf == t && last->off + last->len == t->writer ? last : NULL;
+}
+
+/* Point the copy cursor behind @run, the tail's run (the last component). */
+static inline void
+cursor_set(struct nbuf_composite *c, struct nbuf_comp_ *run)
+{
+    struct nbuf *t = c->tail;
+    c->run = run;
+    c->cur = (uintptr_t)(t->mem + t->writer);
+    c->cur_end = (uintptr_t)(t->mem + t->capacity);
+}
+
+/*
+ * Copy @n > 0 bytes to the end through the tail: behind the last component
+ * when that is the tail's run, else as a new component on the tail (from its
+ * start when it is idle) or on a new tail of max(@n, tail_size) bytes. The
+ * total has room. 0 or -errno (-ENOMEM), nothing changed on failure.
+ */
+static int
+tail_copy(struct nbuf_composite *c, const void *src, size_t n)
+{
+    struct nbuf *t = c->tail;
+    struct nbuf_comp_ *run = tail_run(c);
+    int err;
+    if (run && t->capacity - t->writer >= n) {
+        memcpy(t->mem + t->writer, src, n);
+        t->writer += n;
+        run->len += n;
+        c->total += n;
+        cursor_set(c, run);
+        return 0;
+    }
+    if (t && !run && t->writer && tail_idle(t))
+        t->writer = 0;
+    if (t && t->capacity - t->writer >= n) {
+        if ((err = reserve1(c)))
+            return err;
+        if (!nbuf_retain(t))
+            return -errno;
+    } else {
+        size_t size = n > c->tail_size ? n : c->tail_size;
+        struct nbuf *nt = nbuf_alloc(c->pool, size);
+        if (!nt)
+            return -errno;
+        if ((err = reserve1(c))) {
+            nbuf_release(nt);
+            return err;
+        }
+        /* One reference for the component, one for c->tail. */
+        if (!nbuf_retain(nt)) {
+            err = -errno;
+            nbuf_release(nt);
+            return err;
+        }
+        nbuf_release(c->tail);
+        c->tail = t = nt;
+        if (c->tail_size < TAIL_MAX)
+            c->tail_size *= 2;
+    }
+    push_back_buf(c, t, t->writer, n, 1);
+    memcpy(t->mem + t->writer, src, n);
+    t->writer += n;
+    cursor_set(c, nbuf_comp_last_(c));
+    return 0;
+}
+
 /*
  * Add [off, off + len) of @b at the back. @take: the caller's reference moves
  * in (on success); else one is taken here, or shared with the previous
  * component when that is on the same buffer (no atomic for a run of slices).
+ * Bytes that continue the last component on @b extend it; other slices (not
+ * taken buffers) of at most nbuf_composite_slice_copy_max_ bytes are copied,
+ * unless no tail memory is left: then they are referenced like bigger ones.
  */
 static __attribute__((noinline)) int
 add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool take)
@@ -245,22 +362,22 @@ add_buf(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len, bool t
         return 0;
     }
     size_t count = c->count;
-    if (likely(count)) {
-        /* A file's pointer never equals a buffer's: no is_file test needed. */
-        struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
-        bool adjacent = last->off + last->len == off;
-        if (last->buf == b && (adjacent || !take)) {
-            if (!adjacent && unlikely(count > c->mask)) {
-                int err = nbuf_composite_reserve_(c, 1);
-                if (err)
-                    return err;
-                last = &c->comps[(c->head + count - 1) & c->mask];
-            }
-            extend_run(c, last, b, off, len);
-            if (take)
-                nbuf_release(b); /* adjacent: the run still holds one */
-            return 0;
+    struct nbuf_comp_ *last = count ? &c->comps[(c->head + count - 1) & c->mask] : NULL;
+    bool adjacent = last && last->buf == b && last->off + last->len == off;
+    if (!take && !adjacent && len <= nbuf_composite_slice_copy_max_ &&
+        tail_copy(c, b->mem + off, len) == 0)
+        return 0;
+    if (last && last->buf == b && (adjacent || !take)) {
+        if (!adjacent && unlikely(count > c->mask)) {
+            int err = nbuf_composite_reserve_(c, 1);
+            if (err)
+                return err;
+            last = &c->comps[(c->head + count - 1) & c->mask];
         }
+        extend_run(c, last, b, off, len);
+        if (take)
+            nbuf_release(b); /* adjacent: the run still holds one */
+        return 0;
     }
     int err = reserve1(c);
     if (unlikely(err))
@@ -281,6 +398,24 @@ nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b)
     return add_buf(c, b, b->reader, b->writer - b->reader, true);
 }
 
+/* add_slice of a slice too big to copy (or empty): out of line, so the
+ * small-slice path needs no stack frame. */
+static __attribute__((noinline)) int
+add_slice_big(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len)
+{
+    size_t count = c->count;
+    if (likely(count && count <= c->mask && len && !nbuf_composite_room_for_(c, len))) {
+        /* The hot case of big slices inline: another slice of the buffer
+         * the last component is on, with room in the ring. */
+        struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
+        if (last->buf == b) {
+            extend_run(c, last, b, off, len);
+            return 0;
+        }
+    }
+    return add_buf(c, b, off, len, false);
+}
+
 NBUF_EXPORT int
 nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len)
 {
@@ -291,17 +426,27 @@ nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, s
         return nbuf_buf_dead_(b, "nbuf_composite_add_slice");
     if (unlikely(nbuf_add_overflow_(off, len, &end) || end > b->writer))
         return -EINVAL;
-    /* The hot case inline: another slice of the buffer the last component
-     * is on, with room in the ring (a frame of payload slices). */
-    size_t count = c->count;
-    if (likely(count && count <= c->mask && len && !nbuf_composite_room_for_(c, len))) {
-        struct nbuf_comp_ *last = &c->comps[(c->head + count - 1) & c->mask];
-        if (last->buf == b) {
-            extend_run(c, last, b, off, len);
+    if (len - 1 < nbuf_composite_slice_copy_max_) {
+        /* The hot case of small slices inline: packed at the copy cursor,
+         * behind the previous copy (@b is never the tail: callers cannot
+         * reach it, so this never skips a merge with @b's last slice). No
+         * cursor: cur_end - cur is 0. */
+        uintptr_t d = c->cur;
+        size_t total;
+        if (likely(len <= c->cur_end - d && !nbuf_add_overflow_(c->total, len, &total))) {
+            c->cur = d + len;
+            c->total = total;
+            c->run->len += len;
+            c->tail->writer += len;
+            if (len > 64)
+                memcpy((uint8_t *)d, b->mem + off, len);
+            else
+                nbuf_copy_1_64_((uint8_t *)d, b->mem + off, len);
             return 0;
         }
+        return add_buf(c, b, off, len, false);
     }
-    return add_buf(c, b, off, len, false);
+    return add_slice_big(c, b, off, len);
 }
 
 NBUF_EXPORT int
@@ -345,45 +490,7 @@ nbuf_composite_add_copy(struct nbuf_composite *c, const void *src, size_t n)
     int err = nbuf_composite_room_for_(c, n);
     if (err || !n)
         return err;
-    struct nbuf *t = c->tail;
-    struct nbuf_comp_ *last = nbuf_comp_last_(c);
-    if (t && t->capacity - t->writer >= n) {
-        if (last && last->buf == t && !last->is_file && last->off + last->len == t->writer) {
-            /* The common case: pack behind the previous copy. */
-            memcpy(t->mem + t->writer, src, n);
-            t->writer += n;
-            last->len += n;
-            c->total += n;
-            return 0;
-        }
-        if ((err = nbuf_composite_reserve_(c, 1)))
-            return err;
-        if (!nbuf_retain(t))
-            return -errno;
-    } else {
-        size_t size = n > c->tail_size ? n : c->tail_size;
-        struct nbuf *nt = nbuf_alloc(c->pool, size);
-        if (!nt)
-            return -errno;
-        if ((err = nbuf_composite_reserve_(c, 1))) {
-            nbuf_release(nt);
-            return err;
-        }
-        /* One reference for the component, one for c->tail. */
-        if (!nbuf_retain(nt)) {
-            err = -errno;
-            nbuf_release(nt);
-            return err;
-        }
-        nbuf_release(c->tail);
-        c->tail = t = nt;
-        if (c->tail_size < TAIL_MAX)
-            c->tail_size *= 2;
-    }
-    push_back_buf(c, t, t->writer, n, 1);
-    memcpy(t->mem + t->writer, src, n);
-    t->writer += n;
-    return 0;
+    return tail_copy(c, src, n);
 }
 
 /* The size of a new tail for the copied pieces of iov[i, n): their bytes,
@@ -420,6 +527,7 @@ nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struct io
         return -EINVAL;
     if (unlikely(nbuf_is_dead_(b)))
         return nbuf_buf_dead_(b, "nbuf_composite_add_iov");
+    nbuf_composite_uncursor_(c); /* this packs the tail its own way */
     const uintptr_t lo = (uintptr_t)b->mem, hi = lo + b->writer;
     const size_t room = SIZE_MAX - c->total; /* bytes the total can still take */
     /* What the undo restores. */
@@ -636,6 +744,7 @@ nbuf_composite_append(struct nbuf_composite *c, struct nbuf_composite *src)
     src->total = 0;
     src->count = 0;
     src->head = 0;
+    nbuf_composite_uncursor_(src);
     nbuf_assert_expensive(nbuf_composite_check_(c));
     return 0;
 }
@@ -691,5 +800,14 @@ nbuf_composite_check_(const struct nbuf_composite *c)
         return false;
     if (c->tail && nbuf_refcnt(c->tail) == 0)
         return false;
+    if (c->run || c->cur || c->cur_end) {
+        const struct nbuf *t = c->tail;
+        const struct nbuf_comp_ *run = c->run;
+        if (!c->count || run != nbuf_comp_at_(c, c->count - 1) || !t || run->is_file ||
+            run->buf != t || run->off + run->len != t->writer ||
+            c->cur != (uintptr_t)(t->mem + t->writer) ||
+            c->cur_end != (uintptr_t)(t->mem + t->capacity))
+            return false;
+    }
     return c->rd_idx < NBUF_READ_SIZES;
 }

@@ -65,8 +65,13 @@ struct nbuf_comp_ {
  *   front at once (and it is released when it empties).
  * - hint is any slot (validated before use).
  * - tail, when set, is a buffer the composite holds one reference on, packed
- *   by add_copy and read_fd at its writer index; bytes past its writer index
- *   belong to nobody else.
+ *   by add_copy, add_slice and read_fd at its writer index; bytes past its
+ *   writer index belong to nobody else.
+ * - the copy cursor: run, cur and cur_end are all 0, or the last component
+ *   is the tail's run ending at the tail's writer index, run points to it,
+ *   cur = tail->mem + writer and cur_end = tail->mem + capacity. Whatever
+ *   moves the ring, adds behind the run or writes the tail another way
+ *   resets it (nbuf_composite_uncursor_).
  * Synchronization: none; a composite has one owner at a time.
  */
 struct nbuf_composite {
@@ -82,6 +87,9 @@ struct nbuf_composite {
     uint32_t tail_size; /* capacity of the next add_copy tail */
     uint8_t rd_idx;     /* read_fd: index of the next read size */
     uint8_t rd_small;   /* read_fd: consecutive small reads */
+    /* add_slice's fast path packs small slices at cur (see Invariants). */
+    struct nbuf_comp_ *run;
+    uintptr_t cur, cur_end;
     struct nbuf_comp_ inl[NBUF_COMP_INLINE];
 };
 
@@ -108,6 +116,15 @@ nbuf_comp_last_(const struct nbuf_composite *c)
     return c->count ? nbuf_comp_at_(c, c->count - 1) : NULL;
 }
 
+/* Forget the copy cursor (the next small slice takes the slow path, which
+ * sets it again). */
+static inline void
+nbuf_composite_uncursor_(struct nbuf_composite *c)
+{
+    c->run = NULL;
+    c->cur = c->cur_end = 0;
+}
+
 /* The room a composite has for @len more bytes: 0 or -EOVERFLOW. */
 static inline int
 nbuf_composite_room_for_(const struct nbuf_composite *c, size_t len)
@@ -125,6 +142,7 @@ nbuf_composite_push_back_(struct nbuf_composite *c, const struct nbuf_comp_ *cp)
     d->start = c->base + c->total;
     c->count++;
     c->total += cp->len;
+    nbuf_composite_uncursor_(c);
 }
 
 /* Remove the first component without releasing it (its references moved). */
@@ -135,7 +153,8 @@ nbuf_composite_pop_front_(struct nbuf_composite *c)
     c->base += cp->len;
     c->total -= cp->len;
     c->head = (c->head + 1) & c->mask;
-    c->count--;
+    if (!--c->count)
+        nbuf_composite_uncursor_(c);
 }
 
 /* memcpy of small pieces (add_iov, the flush's staging copy). */
@@ -184,6 +203,9 @@ int nbuf_composite_reserve_(struct nbuf_composite *c, size_t more);
 /* Put @cp in front of the first component (room reserved); it takes cp's
  * references. */
 void nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp);
+/* Slices of at most this many bytes are copied by add_slice and add (tests
+ * may change it; 0 references every slice). */
+extern size_t nbuf_composite_slice_copy_max_;
 /* Full invariant check (tests, fuzzers, expensive asserts). */
 bool nbuf_composite_check_(const struct nbuf_composite *c);
 

@@ -58,6 +58,7 @@ nbuf_composite_read_fd(struct nbuf_composite *c, int fd, size_t max)
     if ((err = nbuf_composite_reserve_(c, 1)))
         return err;
 
+    nbuf_composite_uncursor_(c); /* this writes the tail its own way */
     /* Offer the room behind the last read or copy first, then a fresh
      * buffer for the rest. */
     struct iovec iov[2];

@@ -33,6 +33,24 @@ mkbuf(struct nbuf_pool *p, size_t n, uint64_t seed)
     return b;
 }
 
+/* Every test starts with add_slice's default copy threshold. */
+static void
+copy_default(void)
+{
+    nbuf_composite_slice_copy_max_ = NBUF_COMPOSITE_COPY_MAX;
+}
+
+TestSuite(composite, .init = copy_default);
+
+/* Reference every slice, however small: for the tests of reference sharing,
+ * merging and component layout, which small slices would skip by being
+ * copied. */
+static void
+refs_only(void)
+{
+    nbuf_composite_slice_copy_max_ = 0;
+}
+
 /* A growable flat reference. */
 struct flat {
     uint8_t *d;
@@ -220,6 +238,9 @@ Test(composite, add_slice_ranges_C16)
     cr_assert_eq(nbuf_composite_count(c), 0);
     cr_assert_eq(nbuf_refcnt(b), 1);
     cr_assert_eq(nbuf_composite_add_slice(c, b, 10, 20), 0);
+    cr_assert_eq(nbuf_refcnt(b), 1, "a copied slice takes no reference");
+    refs_only();
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 10, 20), 0);
     cr_assert_eq(nbuf_refcnt(b), 2);
     nbuf_composite_free(c);
     cr_assert_eq(nbuf_refcnt(b), 1);
@@ -229,6 +250,7 @@ Test(composite, add_slice_ranges_C16)
 
 Test(composite, same_buffer_twice_C18)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf_composite *c = nbuf_composite_new(p);
     struct nbuf *b = mkbuf(p, 64, 4);
@@ -260,6 +282,7 @@ Test(composite, same_buffer_twice_C18)
 
 Test(composite, adjacent_slices_merge)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf_composite *c = nbuf_composite_new(p);
     struct nbuf *b = mkbuf(p, 1000, 5);
@@ -310,6 +333,7 @@ Test(composite, released_buffer_is_refused_C10)
 
 Test(composite, prepend_order_and_merge)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf_composite *c = nbuf_composite_new(p);
     struct flat f = {0};
@@ -773,6 +797,7 @@ Test(composite, read_slice_view_or_copy)
 
 Test(composite, split_zero_copy)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     for (size_t n = 0; n <= 60; n++) {
         struct nbuf_composite *c = nbuf_composite_new(p), *o = nbuf_composite_new(p);
@@ -811,6 +836,7 @@ Test(composite, split_zero_copy)
 
 Test(composite, split_shared_reference_runs)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf *b = mkbuf(p, 1000, 3);
     struct nbuf_composite *c = nbuf_composite_new(p), *o = nbuf_composite_new(p);
@@ -865,6 +891,7 @@ Test(composite, flatten)
 
 Test(composite, iov_export)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf_composite *c = nbuf_composite_new(p);
     struct nbuf *a = mkbuf(p, 100, 1);
@@ -905,6 +932,7 @@ Test(composite, iov_export)
 
 Test(composite, zero_length_components_never_iovecs_C20)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     static const unsigned marks[] = {0, 1, 63, 64, 65, 127, 128, 129, 1023, 1024, 1025};
     struct nbuf_composite *c = nbuf_composite_new(p);
@@ -940,7 +968,8 @@ Test(composite, zero_length_components_never_iovecs_C20)
     t_pool_done(p);
 }
 
-Test(composite, counts_around_thresholds_C21)
+static void
+counts_around_thresholds(void)
 {
     struct nbuf_pool *p = t_pool_new(NULL);
     static const size_t counts[] = {1,   2,    3,    4,    5,    7,    8,    9,    15,   16,  17,
@@ -997,8 +1026,18 @@ Test(composite, counts_around_thresholds_C21)
     t_pool_done(p);
 }
 
+/* With small slices copied (fewer, packed components) and referenced (one
+ * component each). */
+Test(composite, counts_around_thresholds_C21)
+{
+    counts_around_thresholds();
+    refs_only();
+    counts_around_thresholds();
+}
+
 Test(composite, many_components_linear_and_discard_shrinks)
 {
+    refs_only();
     struct nbuf_pool *p = t_pool_new(NULL);
     struct nbuf_composite *c = nbuf_composite_new(p);
     struct nbuf *src = mkbuf(p, 2 * 100000, 5);
@@ -1061,6 +1100,9 @@ Test(composite, differential_vs_flat_C22)
     struct nbuf *shared = mkbuf(p, 4096, 77);
     for (unsigned step = 0; step < 6000; step++) {
         int i = (int)(t_rand(&s) % NC), j = (int)(t_rand(&s) % NC);
+        /* Copied and referenced slices, interleaved in one composite. */
+        if (step % 97 == 0)
+            nbuf_composite_slice_copy_max_ = t_rand(&s) % 3 ? NBUF_COMPOSITE_COPY_MAX : 0;
         size_t n = t_rand(&s) % 300;
         uint8_t tmp[600];
         switch (t_rand(&s) % 14) {
@@ -1238,5 +1280,294 @@ Test(composite, add_iov_many_tails)
     free(iov);
     nbuf_composite_free(c);
     nbuf_release(b);
+    t_pool_done(p);
+}
+
+/* ---- small slices copied when added (issue #13) ---- */
+
+/* Slices of every size around the threshold, from two buffers, adjacent and
+ * not, between copies and taken buffers: the bytes match a flat reference,
+ * through reads and through a flush, and no reference is left behind. */
+Test(composite, small_slices_copied_bytes_match)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf *a = mkbuf(p, 20000, 21), *b = mkbuf(p, 20000, 22);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    struct flat f = {0};
+    uint64_t s = 42;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    for (unsigned round = 0; round < 40; round++) {
+        for (unsigned k = 0; k < 50; k++) {
+            struct nbuf *src = t_rand(&s) % 2 ? a : b;
+            size_t len = t_rand(&s) % 4 ? 1 + t_rand(&s) % (2 * NBUF_COMPOSITE_COPY_MAX)
+                                        : 1 + t_rand(&s) % 3000;
+            size_t off = t_rand(&s) % (20000 - len);
+            switch (t_rand(&s) % 8) {
+            case 0: { /* a header */
+                uint8_t h[24];
+                size_t n = 1 + t_rand(&s) % sizeof(h);
+                t_pattern_fill(h, n, round * 100 + k);
+                cr_assert_eq(nbuf_composite_add_copy(c, h, n), 0);
+                flat_push(&f, h, n);
+                break;
+            }
+            case 1: { /* a small buffer, taken */
+                struct nbuf *x = mkbuf(p, 1 + t_rand(&s) % 100, round + k);
+                flat_push(&f, nbuf_data(x), nbuf_readable(x));
+                cr_assert_eq(nbuf_composite_add(c, x), 0);
+                break;
+            }
+            case 2: /* the bytes right after the last slice of src */
+                if (f.n && off + 2 * len < 20000)
+                    off += len;
+                /* fall through */
+            default:
+                cr_assert_eq(nbuf_composite_add_slice(c, src, off, len), 0);
+                flat_push(&f, nbuf_data(src) + off, len);
+                if (t_rand(&s) % 3 == 0) { /* and the next bytes too */
+                    size_t n2 = 1 + t_rand(&s) % 40;
+                    if (off + len + n2 <= 20000) {
+                        cr_assert_eq(nbuf_composite_add_slice(c, src, off + len, n2), 0);
+                        flat_push(&f, nbuf_data(src) + off + len, n2);
+                    }
+                }
+            }
+        }
+        assert_same(c, &f);
+        if (round % 2) {
+            /* Read some, then flush the rest through a socket. */
+            size_t n = t_rand(&s) % (f.n + 1);
+            uint8_t *tmp = malloc(n + 1);
+            cr_assert_eq(nbuf_composite_read(c, tmp, n), 0);
+            cr_assert(n == 0 || memcmp(tmp, f.d, n) == 0);
+            flat_consume(&f, n);
+            free(tmp);
+            while (f.n) {
+                ssize_t w = nbuf_composite_writev(c, sv[0]);
+                cr_assert_gt(w, 0);
+                uint8_t *got = malloc((size_t)w);
+                for (size_t have = 0; have < (size_t)w;) {
+                    ssize_t r = read(sv[1], got + have, (size_t)w - have);
+                    cr_assert_gt(r, 0);
+                    have += (size_t)r;
+                }
+                cr_assert_eq(memcmp(got, f.d, (size_t)w), 0, "round %u: flushed bytes", round);
+                flat_consume(&f, (size_t)w);
+                free(got);
+            }
+            assert_same(c, &f);
+        }
+    }
+    nbuf_composite_free(c);
+    cr_assert_eq(nbuf_refcnt(a), 1);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    nbuf_release(a);
+    nbuf_release(b);
+    close(sv[0]);
+    close(sv[1]);
+    free(f.d);
+    t_pool_done(p);
+}
+
+/* A copied slice does not hold its buffer alive: the refcount stays, the
+ * buffer may be changed or released at once, the composite keeps the bytes
+ * as they were when added. */
+Test(composite, small_slice_holds_no_reference)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    struct nbuf *b = mkbuf(p, 4096, 31);
+    struct flat f = {0};
+    for (size_t i = 0; i < 30; i++) {
+        cr_assert_eq(nbuf_composite_add_slice(c, b, i * 131, 1 + i * 9), 0);
+        flat_push(&f, nbuf_data(b) + i * 131, 1 + i * 9);
+    }
+    cr_assert_eq(nbuf_refcnt(b), 1, "copies hold no reference");
+    cr_assert_lt(nbuf_composite_count(c), 30, "packed into tail components");
+    /* Later writes to the buffer do not show. */
+    memset(nbuf_reserve(b, 0) - nbuf_writer_index(b), 0xee, 4096);
+    assert_same(c, &f);
+    /* Nor does releasing it, and memory reused by a new buffer. */
+    cr_assert_eq(nbuf_release(b), 1, "the caller's reference was the last");
+    struct nbuf *x = nbuf_alloc(p, 4096);
+    memset(nbuf_reserve(x, 4096), 0x55, 4096);
+    assert_same(c, &f);
+    nbuf_release(x);
+    nbuf_composite_free(c);
+    free(f.d);
+    t_pool_done(p);
+}
+
+/* The threshold, +-1: NBUF_COMPOSITE_COPY_MAX bytes are copied (no
+ * reference, no iovec into the buffer), one more byte is referenced (a
+ * reference and a component of its own, pointing into the buffer). */
+Test(composite, copy_threshold_boundary)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf *b = mkbuf(p, 4 * NBUF_COMPOSITE_COPY_MAX, 41);
+    const size_t lens[] = {NBUF_COMPOSITE_COPY_MAX - 1, NBUF_COMPOSITE_COPY_MAX,
+                           NBUF_COMPOSITE_COPY_MAX + 1};
+    for (unsigned k = 0; k < 3; k++) {
+        bool copied = lens[k] <= NBUF_COMPOSITE_COPY_MAX;
+        struct nbuf_composite *c = nbuf_composite_new(p);
+        struct flat f = {0};
+        cr_assert_eq(nbuf_composite_add_copy(c, "hdr", 3), 0);
+        flat_push(&f, "hdr", 3);
+        cr_assert_eq(nbuf_composite_add_slice(c, b, 7, lens[k]), 0);
+        flat_push(&f, nbuf_data(b) + 7, lens[k]);
+        assert_same(c, &f);
+        cr_assert_eq(nbuf_refcnt(b), copied ? 1 : 2, "len %zu", lens[k]);
+        struct iovec iov[4];
+        int n = nbuf_composite_iov(c, iov, 4, SIZE_MAX);
+        cr_assert_gt(n, 0);
+        const uint8_t *lo = nbuf_data(b), *hi = lo + nbuf_capacity(b);
+        unsigned inside = 0;
+        for (int i = 0; i < n; i++) {
+            const uint8_t *q = iov[i].iov_base;
+            if (q >= lo && q < hi) {
+                cr_assert_eq(q, lo + 7, "referenced in place");
+                cr_assert_eq(iov[i].iov_len, lens[k]);
+                inside++;
+            }
+        }
+        cr_assert_eq(inside, copied ? 0 : 1, "len %zu", lens[k]);
+        nbuf_composite_free(c);
+        cr_assert_eq(nbuf_refcnt(b), 1);
+        free(f.d);
+    }
+    nbuf_release(b);
+    t_pool_done(p);
+}
+
+/* Merging comes first: a small slice that continues a referenced one of
+ * the same buffer extends it (no copy); one that does not is copied. */
+Test(composite, small_slice_extends_adjacent_reference)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    struct nbuf *b = mkbuf(p, 8000, 51);
+    struct flat f = {0};
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 0, 2000), 0);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 2000, 10), 0);
+    flat_push(&f, nbuf_data(b), 2010);
+    cr_assert_eq(nbuf_composite_count(c), 1, "extended");
+    cr_assert_eq(nbuf_refcnt(b), 2);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 5000, 10), 0);
+    flat_push(&f, nbuf_data(b) + 5000, 10);
+    cr_assert_eq(nbuf_composite_count(c), 2, "copied into the tail");
+    cr_assert_eq(nbuf_refcnt(b), 2);
+    assert_same(c, &f);
+    nbuf_composite_free(c);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    nbuf_release(b);
+    free(f.d);
+    t_pool_done(p);
+}
+
+/* Once nothing references the tail's bytes the next copies reuse them from
+ * the start; a view of copied bytes keeps them from being overwritten. */
+Test(composite, idle_tail_packed_again_views_respected)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    struct nbuf *b = mkbuf(p, 4096, 61);
+    struct iovec iov[2];
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 100, 40), 0);
+    cr_assert_eq(nbuf_composite_iov(c, iov, 2, SIZE_MAX), 1);
+    void *first = iov[0].iov_base;
+    cr_assert_eq(nbuf_composite_skip(c, 40), 0);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 300, 40), 0);
+    cr_assert_eq(nbuf_composite_iov(c, iov, 2, SIZE_MAX), 1);
+    cr_assert_eq(iov[0].iov_base, first, "the idle tail is packed from its start again");
+    /* A view of those 40 copied bytes: the next copies must go elsewhere. */
+    struct nbuf *v = nbuf_composite_read_slice(c, 40);
+    cr_assert_not_null(v);
+    cr_assert_eq((void *)nbuf_data(v), first, "a zero-copy view of the tail");
+    for (size_t i = 0; i < 50; i++)
+        cr_assert_eq(nbuf_composite_add_slice(c, b, 1000 + i * 7, 30), 0);
+    cr_assert_eq(memcmp(nbuf_data(v), nbuf_data(b) + 300, 40), 0, "view bytes intact");
+    struct flat f = {0};
+    for (size_t i = 0; i < 50; i++)
+        flat_push(&f, nbuf_data(b) + 1000 + i * 7, 30);
+    assert_same(c, &f);
+    nbuf_release(v);
+    nbuf_composite_free(c);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    nbuf_release(b);
+    free(f.d);
+    t_pool_done(p);
+}
+
+/* A composite emptied after many copies gives its grown tail back to the
+ * pool; one that only packed headers keeps its small tail. */
+Test(composite, drained_composite_returns_big_tail)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    struct nbuf *b = mkbuf(p, 65536, 71);
+    uint64_t live = t_stats(p).live_buffers;
+    for (size_t i = 0; i < 2000; i++)
+        cr_assert_eq(nbuf_composite_add_slice(c, b, i * 31, 64), 0);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    cr_assert_gt(t_stats(p).live_buffers, live, "the copies are in tails");
+    cr_assert_eq(nbuf_composite_skip(c, nbuf_composite_readable(c)), 0);
+    cr_assert_null(c->tail, "the grown tail went back to the pool");
+    cr_assert_eq(t_stats(p).live_buffers, live);
+    cr_assert(nbuf_composite_check_(c));
+    /* Headers alone: the small tail stays for the next ones. */
+    struct nbuf_composite *h = nbuf_composite_new(p);
+    cr_assert_eq(nbuf_composite_add_copy(h, "0123456789", 10), 0);
+    cr_assert_eq(nbuf_composite_skip(h, 10), 0);
+    cr_assert_not_null(h->tail);
+    nbuf_composite_free(h);
+    nbuf_composite_free(c);
+    nbuf_release(b);
+    t_pool_done(p);
+}
+
+/* No pool memory for a tail: the small slice is referenced instead, and
+ * add_slice still succeeds. */
+Test(composite, small_slice_without_memory_is_referenced)
+{
+    if (t_bypass())
+        cr_skip("bypass: the system allocator ignores memory_limit");
+    t_capture_reports();
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.page_size = 4096;
+    cfg.chunk_size = 32u << 10;
+    cfg.arenas = 1;
+    cfg.memory_limit = 32u << 10;
+    cfg.flags |= NBUF_POOL_NO_CACHE;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    struct nbuf *b = mkbuf(p, 1000, 81);
+    /* Fill what the limit allows. */
+    struct nbuf *fill[4096];
+    unsigned nfill = 0;
+    static const size_t sizes[] = {4096, 256, 16};
+    for (unsigned k = 0; k < 3; k++) {
+        struct nbuf *x;
+        while (nfill < 4096 && (x = nbuf_alloc(p, sizes[k])))
+            fill[nfill++] = x;
+    }
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 10, 20), 0);
+    cr_assert_eq(nbuf_refcnt(b), 2, "referenced: no tail memory");
+    struct flat f = {0};
+    flat_push(&f, nbuf_data(b) + 10, 20);
+    assert_same(c, &f);
+    /* With memory back, small slices are copied again. */
+    for (unsigned i = 0; i < nfill; i++)
+        nbuf_release(fill[i]);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 500, 20), 0);
+    flat_push(&f, nbuf_data(b) + 500, 20);
+    cr_assert_eq(nbuf_refcnt(b), 2, "copied: no second reference");
+    assert_same(c, &f);
+    nbuf_composite_free(c);
+    cr_assert_eq(nbuf_refcnt(b), 1);
+    nbuf_release(b);
+    free(f.d);
+    nbuf_report_hook_ = NULL;
     t_pool_done(p);
 }

@@ -26,17 +26,22 @@
  * grows by doubling, so N adds cost O(N) and consuming from the front never
  * moves the rest); finding the component of an offset is O(log n) with a
  * fast path for the component last looked up and its successor. Adjacent
- * slices of one buffer are merged into one component, and consecutive slices
- * of one buffer share one reference (no atomic per slice).
+ * slices of one buffer are merged into one component, consecutive slices
+ * of one buffer share one reference (no atomic per slice), and consecutive
+ * small slices and copies are packed into one component of the tail.
  *
  * The bytes are shared, not copied: the composite reads a buffer's memory at
  * the offsets it was given when it reads or flushes, so changes to those
  * bytes show through, and a buffer whose bytes sit in a composite must not be
  * grown past its capacity, compacted (nbuf_discard_read) or rewound over
  * them: take a view (nbuf_slice) of what you hand over if you keep writing
- * to the buffer, since a view pins the memory. File regions are read when
- * they are flushed; a file that shrinks meanwhile makes the flush fail with
- * -EIO.
+ * to the buffer, since a view pins the memory. The exception is small
+ * slices: nbuf_composite_add_slice() and nbuf_composite_add_iov() copy a
+ * slice of at most NBUF_COMPOSITE_COPY_MAX bytes into the composite's pooled
+ * tail at once (cheaper than a component and an iovec each), so it holds no
+ * reference on its buffer and later changes to its bytes do not show. File
+ * regions are read when they are flushed; a file that shrinks meanwhile
+ * makes the flush fail with -EIO.
  *
  * Ownership: "takes" means the caller's reference moves into the composite
  * on success only (on failure the caller still owns it). Every buffer
@@ -101,6 +106,8 @@ void nbuf_composite_free(struct nbuf_composite *c);
 /**
  * Add @p b's readable bytes, [reader_index, writer_index), at the end.
  * Takes @p b. An empty @p b is released at once and adds no component.
+ * The bytes are always referenced, whatever their size (the flush copies
+ * tiny neighbours into one iovec).
  *
  * @return 0; -EINVAL (NULL, or @p b already released: reported),
  *         -EOVERFLOW (readable total would pass SIZE_MAX), -ENOMEM. On
@@ -108,12 +115,29 @@ void nbuf_composite_free(struct nbuf_composite *c);
  */
 int nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b);
 
+/** Largest slice nbuf_composite_add_slice() and nbuf_composite_add_iov()
+ *  copy rather than reference: a slice copied when added costs neither a
+ *  component nor an iovec, which pays up to about this size (measured; see
+ *  docs/design.md). */
+#define NBUF_COMPOSITE_COPY_MAX 1024
+
 /**
  * Add bytes [off, off + len) of @p b (absolute offsets, within [0,
- * writer_index], as for nbuf_slice()) at the end. Retains @p b (the caller
- * keeps its own reference), sharing one reference among consecutive slices
- * of the same buffer. A slice that starts where the previous component ends
- * in the same buffer extends that component. @p len 0 adds nothing.
+ * writer_index], as for nbuf_slice()) at the end. @p len 0 adds nothing.
+ *
+ * - A slice that starts where the last component ends in the same buffer
+ *   extends that component, whatever its size.
+ * - Otherwise a slice of at most NBUF_COMPOSITE_COPY_MAX bytes is copied at
+ *   once into the composite's pooled tail, packed behind the previous copy
+ *   (as by nbuf_composite_add_copy()). The copy takes no reference: the
+ *   refcount of @p b is unchanged, the composite does not keep @p b alive,
+ *   and the caller may release, reuse or overwrite @p b right after the
+ *   call without changing what the composite holds. When the pool cannot
+ *   give tail memory, the slice is referenced instead, as below.
+ * - A longer slice is referenced: @p b is retained (the caller keeps its own
+ *   reference), one reference shared among consecutive referenced slices of
+ *   the same buffer, and the composite reads those bytes when it reads or
+ *   flushes them.
  *
  * @return 0; -EINVAL (NULL, range outside [0, writer_index] or overflowing,
  *         or @p b already released: reported), -EOVERFLOW (total),
@@ -121,11 +145,6 @@ int nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b);
  *         count). Nothing changed on failure.
  */
 int nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t off, size_t len);
-
-/** Largest piece nbuf_composite_add_iov() copies rather than references: a
- *  piece copied when added costs neither a component nor an iovec, which
- *  pays up to about this size (measured; see docs/design.md). */
-#define NBUF_COMPOSITE_COPY_MAX 512
 
 /**
  * Add many pieces of @p b at once, in order: @p iov[0, n) point into @p b's
@@ -156,9 +175,12 @@ int nbuf_composite_prepend(struct nbuf_composite *c, struct nbuf *b);
 
 /**
  * Copy @p n bytes (typically a small header) to the end. The bytes go into
- * pooled tail space the composite keeps: consecutive copies are packed
- * behind each other into one component (a new tail buffer, 256 B growing to
- * 4 KiB, or @p n if larger, is taken when the current one is full).
+ * pooled tail space the composite keeps: consecutive copies (and small
+ * slices) are packed behind each other into one component. A new tail
+ * buffer, 256 B doubling up to 64 KiB, or @p n if larger, is taken when the
+ * current one is full; the tail is packed again from its start once nothing
+ * references its bytes, and a composite that empties keeps a tail of at
+ * most 4 KiB.
  *
  * @return 0 (also for @p n 0); -EINVAL (NULL @p src with @p n > 0, or @p n
  *         above the pool's max_buffer_size), -EOVERFLOW, -ENOMEM. Nothing
