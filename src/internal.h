@@ -353,6 +353,9 @@ extern NBUF_HIDDEN bool nbuf_on_valgrind_;
     } while (0)
 
 /* ---- buf.c ---- */
+/* A buffer of the slow path, not leak-tracked (growth keeps the header's
+ * record): NULL with errno. */
+struct nbuf *nbuf_buf_alloc_untracked_(struct nbuf_pool *p, size_t capacity, size_t max_capacity);
 bool nbuf_buf_check_(const struct nbuf *b);
 void nbuf_buf_free_(struct nbuf *b);
 /* Give a header back (quarantine in checked mode, else its cache or free). */
