@@ -725,6 +725,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t saved_coalesce = nbuf_flush_coalesce_max_;
     if (coalesce & 1)
         nbuf_flush_coalesce_max_ = coalesce >> 1;
+    /* The add-time copy threshold too (0: every slice referenced), taken from
+     * the seed so that the corpus keeps its byte layout. */
+    size_t saved_copy = nbuf_composite_slice_copy_max_;
+    if (m->seed & 2)
+        nbuf_composite_slice_copy_max_ = ((size_t)m->seed * 37) % 2048;
     for (int k = 0; k < NC; k++) {
         flat_reserve(&m->f[k], 0); /* never a NULL model array */
         m->c[k] = nbuf_composite_new(m->p);
@@ -772,6 +777,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     nbuf_backing_fail_after_(m->p, 0);
     nbuf_flush_coalesce_max_ = saved_coalesce;
+    nbuf_composite_slice_copy_max_ = saved_copy;
     for (int k = 0; k < NC; k++) {
         nbuf_composite_free(m->c[k]);
         free(m->f[k].d);
