@@ -372,6 +372,16 @@ release_last_slow(struct nbuf *b)
     return 1;
 }
 
+/* The last reference is gone and the pair goes to a cache: dead from now
+ * on (refcnt 0 is what a stale or double release finds), its bytes no
+ * buffer's (ASan). The counterpart of pair_hand_out. */
+static inline void
+pair_take_back(struct nbuf *b)
+{
+    atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
+    NBUF_ASAN_POISON(b->mem, b->capacity);
+}
+
 static __attribute__((noinline)) int
 release_gc(struct nbuf_tcache *tc)
 {
@@ -397,27 +407,19 @@ release_other(struct nbuf *b)
         uint32_t tid = b->tid;
         /* Read now: once staged, a flush may hand b to another thread. */
         size_t requested = b->requested;
-        if (tid != tc->id && b->szind < p->ncached &&
-            (uint32_t)bin->nalloc == tc->gc_nalloc[b->szind]) {
-            /* A consumer's release: home in a batch, not into idle bins. */
-            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
-            NBUF_ASAN_POISON(b->mem, b->capacity);
+        if (nbuf_tcache_stages_(tc, b)) {
+            pair_take_back(b);
             NBUF_COUNTER_ADD64(tc->st.nrelease, 1);
             NBUF_COUNTER_ADD64(tc->st.bytes_release, b->capacity);
             nbuf_tcache_stage_(tc, b);
         } else if (bin->room) {
             NBUF_COUNTER_ADD32(bin->room, -1);
-            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
-            NBUF_ASAN_POISON(b->mem, b->capacity);
-            b->key = tc->key;
-            b->tid = tc->id;
-            b->next = bin->head;
-            bin->head = b;
+            pair_take_back(b);
+            nbuf_tcache_bin_push_(tc, bin, b);
             NBUF_COUNTER_ADD64(bin->nrelease, 1);
         } else if (b->szind >= p->ncached && p->fast_id == nbuf_tls_.pool_id &&
                    nbuf_tcache_large_put_(tc, b)) {
-            atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
-            NBUF_ASAN_POISON(b->mem, b->capacity);
+            pair_take_back(b);
         } else {
             return release_last_slow(b);
         }
@@ -449,8 +451,7 @@ nbuf_release(struct nbuf *b)
         struct nbuf_tcache_bin *bin = &tc->bins[b->szind];
         NBUF_OPAQUE(bin); /* one address computation, not one per use */
         NBUF_ROOM_TAKE(bin->room, full);
-        atomic_store_explicit(&b->refcnt, 0, memory_order_relaxed);
-        NBUF_ASAN_POISON(b->mem, b->capacity);
+        pair_take_back(b);
         b->next = bin->head;
         bin->head = b;
         NBUF_COUNTER_ADD64(bin->nrelease, 1);

@@ -235,9 +235,27 @@ nbuf_tcache_bin_batch_(const struct nbuf_tcache_bin *bin)
  * size) if it fits, else false. Both count the thread's statistics. */
 struct nbuf *nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind);
 bool nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b);
-/* A pair released here from another thread's cache, of a class this thread
- * has not allocated since the last GC pass: staged, then sent home in a
- * batch (struct nbuf_remote_stage). The caller counts the release. */
+/* A pair joins @tc's bin (the caller counts it): from now on its release on
+ * this thread is fast, unless it is slow. */
+static inline void
+nbuf_tcache_bin_push_(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, struct nbuf *b)
+{
+    b->tid = tc->id;
+    b->key = b->slow ? NBUF_KEY_NONE : tc->key;
+    b->next = bin->head;
+    bin->head = b;
+}
+/* True for a pair released here from another thread's cache, of a class this
+ * thread has not allocated since the last GC pass (a consumer's release):
+ * it goes to the stage, not into a bin nothing takes from. */
+static inline bool
+nbuf_tcache_stages_(const struct nbuf_tcache *tc, const struct nbuf *b)
+{
+    return b->tid != tc->id && b->szind < tc->pool->ncached &&
+           (uint32_t)tc->bins[b->szind].nalloc == tc->gc_nalloc[b->szind];
+}
+/* Stage a pair (struct nbuf_remote_stage): it is sent home in a batch. The
+ * caller counts the release. */
 void nbuf_tcache_stage_(struct nbuf_tcache *tc, struct nbuf *b);
 /* Fast releases between two GC passes of a thread cache. */
 #define NBUF_GC_INTERVAL 4096

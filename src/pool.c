@@ -528,7 +528,6 @@ env_unsigned(const char *name, unsigned *field)
     *field = v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
 }
 
-static struct nbuf_pool *default_pool;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static int default_errno;
 
@@ -565,7 +564,6 @@ default_pool_create(void)
     }
     p->is_default = true;
     nbuf_leak_default_pool_(p);
-    default_pool = p;
     atomic_store_explicit(&nbuf_default_pool_, p, memory_order_release);
 }
 
@@ -576,7 +574,9 @@ nbuf_pool_default(void)
     if (likely(p != &nbuf_no_pool_))
         return p;
     pthread_once(&default_once, default_pool_create);
-    if (!default_pool)
-        errno = default_errno;
-    return default_pool;
+    p = atomic_load_explicit(&nbuf_default_pool_, memory_order_acquire);
+    if (p != &nbuf_no_pool_)
+        return p;
+    errno = default_errno;
+    return NULL;
 }

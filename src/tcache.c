@@ -51,16 +51,6 @@ bin_set_count(struct nbuf_tcache_bin *bin, uint32_t n)
     NBUF_STORE_RELAXED(bin->room, bin->cap - n);
 }
 
-/* A pair joins @tc's bin: from now on its release on this thread is fast. */
-static inline void
-bin_push(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, struct nbuf *b)
-{
-    b->tid = tc->id;
-    b->key = b->slow ? NBUF_KEY_NONE : tc->key;
-    b->next = bin->head;
-    bin->head = b;
-}
-
 uint32_t
 nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin)
 {
@@ -345,7 +335,7 @@ bin_fill(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, unsigned szind)
         for (unsigned i = 0; i < got; i++) {
             /* Cached pairs belong to no buffer (see internal.h). */
             NBUF_POISON(batch[i]->mem, nbuf_sz_usize_(szind));
-            bin_push(tc, bin, batch[i]);
+            nbuf_tcache_bin_push_(tc, bin, batch[i]);
         }
         total += got;
         if (got < n)
@@ -401,12 +391,12 @@ nbuf_tcache_release_slow_(struct nbuf *b)
         return;
     }
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
-    if (b->tid != tc->id && (uint32_t)bin->nalloc == tc->gc_nalloc[szind]) {
-        nbuf_tcache_stage_(tc, b); /* see release_other in buf.c */
+    if (nbuf_tcache_stages_(tc, b)) {
+        nbuf_tcache_stage_(tc, b);
     } else {
         if (bin_count(bin) >= bin->cap)
             bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
-        bin_push(tc, bin, b);
+        nbuf_tcache_bin_push_(tc, bin, b);
         bin_set_count(bin, bin_count(bin) + 1);
     }
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
