@@ -4,6 +4,10 @@
  * class, per-class stashes of ready pairs, and the buffer headers. Thread
  * caches fill and flush here in batches; nothing here is on the fast path.
  * Empty chunks go back to the backing beyond a reserve of one per arena.
+ * Decay (decay.c has the clock): a chunk's dirty free pages are purged
+ * decay_ms after it was first dirtied, an empty chunk then goes back to the
+ * backing, and stashed pairs unused for a decay period go back to chunks;
+ * all on the slow-path events that hold the lock anyway, or the purger.
  */
 #include "internal.h"
 
@@ -42,6 +46,8 @@ nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index)
     memset(a, 0, sizeof(*a));
     a->pool = p;
     a->index = index;
+    a->purge_at = NBUF_NEVER;
+    a->stash_gc_at = NBUF_NEVER;
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_stash *st = &a->stash[i];
         st->cap = nbuf_pool_stash_cap_(p, i);
@@ -161,6 +167,7 @@ chunk_unlink_free(struct nbuf_arena *a, struct nbuf_chunk *c)
         c->next->prev = c->prev;
     a->nchunks--;
     a->nempty--;
+    a->purged_pages += c->ndirty; /* nbuf_chunk_free_ gives them back */
     nbuf_chunk_free_(c);
 }
 
@@ -194,15 +201,49 @@ run_alloc_locked(struct nbuf_arena *a, uint32_t npages, enum nbuf_run_state st,
     return nbuf_chunk_alloc_run_(c, npages, st);
 }
 
+/* ---- decay ---- */
+
+static uint64_t
+min_u64(uint64_t x, uint64_t y)
+{
+    return x < y ? x : y;
+}
+
+/* Arm @c's deadline when it has just turned dirty. */
+static void
+chunk_dirtied(struct nbuf_arena *a, struct nbuf_chunk *c)
+{
+    struct nbuf_pool *p = a->pool;
+    if (c->purge_at != NBUF_NEVER || !c->ndirty || p->decay_ms < 0)
+        return;
+    c->purge_at = nbuf_decay_deadline_(p, nbuf_decay_now_(p));
+    if (c->purge_at < a->purge_at) {
+        a->purge_at = c->purge_at;
+        nbuf_decay_wake_(p, a->purge_at);
+    }
+}
+
+static void
+chunk_purge(struct nbuf_arena *a, struct nbuf_chunk *c)
+{
+    a->purged_pages += nbuf_chunk_purge_(c, &a->npurges);
+}
+
 static void
 run_free_locked(struct nbuf_arena *a, struct nbuf_chunk *c, uint32_t page)
 {
     nbuf_chunk_free_run_(c, page);
     if (nbuf_chunk_empty_(c)) {
         a->nempty++;
-        if (a->nempty > EMPTY_CHUNK_RESERVE)
+        if (a->nempty > EMPTY_CHUNK_RESERVE) {
             chunk_unlink_free(a, c);
+            return;
+        }
     }
+    if (a->pool->decay_ms == 0)
+        chunk_purge(a, c);
+    else
+        chunk_dirtied(a, c);
 }
 
 static void
@@ -281,6 +322,28 @@ mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
     return true;
 }
 
+/* Arm the GC deadline: a pair was just stashed, or a class's last
+ * subpage just emptied (it is kept, so both wait for a pass). */
+static void
+gc_arm(struct nbuf_arena *a)
+{
+    struct nbuf_pool *p = a->pool;
+    if (a->stash_gc_at != NBUF_NEVER || p->decay_ms < 0)
+        return;
+    a->stash_gc_at = nbuf_decay_deadline_(p, nbuf_decay_now_(p));
+    nbuf_decay_wake_(p, a->stash_gc_at);
+}
+
+static void
+subpage_free_locked(struct nbuf_arena *a, struct nbuf_subpage *s)
+{
+    struct nbuf_chunk *c = s->chunk;
+    uint32_t page = s->page;
+    partial_remove(a, s);
+    nbuf_subpage_free_(s);
+    run_free_locked(a, c, page);
+}
+
 static void
 mem_free_locked(struct nbuf_arena *a, struct nbuf *h)
 {
@@ -292,17 +355,85 @@ mem_free_locked(struct nbuf_arena *a, struct nbuf *h)
         if (was_full)
             partial_push(a, s);
         /* An empty subpage goes back to its chunk unless it is the class's
-         * last partial one (keeping it avoids churn on alloc/free cycles). */
-        if (s->nfree == s->nelems && (s->next || s->prev)) {
-            struct nbuf_chunk *c = s->chunk;
-            uint32_t page = s->page;
-            partial_remove(a, s);
-            nbuf_subpage_free_(s);
-            run_free_locked(a, c, page);
+         * last partial one (keeping it avoids churn on alloc/free cycles);
+         * that one goes at the next GC pass if still empty then. */
+        if (s->nfree == s->nelems) {
+            if (s->next || s->prev)
+                subpage_free_locked(a, s);
+            else
+                gc_arm(a);
         }
     } else {
         run_free_locked(a, h->slab, h->handle);
     }
+}
+
+/* Pairs no thread took since the last pass (the stash never held fewer) go
+ * back to their chunks, oldest first: the bottom of the stack; then the
+ * kept empty subpages. */
+static void
+arena_gc(struct nbuf_arena *a, uint64_t now)
+{
+    struct nbuf_pool *p = a->pool;
+    bool left = false;
+    for (unsigned i = 0; i < p->ncached; i++) {
+        struct nbuf_stash *st = &a->stash[i];
+        uint32_t n = p->decay_ms == 0 || st->low > st->count ? st->count : st->low;
+        for (uint32_t k = 0; k < n; k++) {
+            struct nbuf *h = st->items[k];
+            a->stash_bytes -= h->capacity;
+            mem_free_locked(a, h);
+            header_push_locked(a, h);
+        }
+        if (n) {
+            st->count -= n;
+            memmove(st->items, st->items + n, st->count * sizeof(*st->items));
+        }
+        st->low = st->count;
+        left |= st->count != 0;
+    }
+    for (unsigned i = 0; i < p->nsmall; i++) {
+        struct nbuf_subpage *s = a->partial[i];
+        if (s && !s->next && s->nfree == s->nelems)
+            subpage_free_locked(a, s);
+    }
+    a->stash_gc_at = left ? nbuf_decay_deadline_(p, now) : NBUF_NEVER;
+}
+
+uint64_t
+nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now)
+{
+    assert_locked(a);
+    if (now >= a->stash_gc_at)
+        arena_gc(a, now); /* may dirty chunks: before the purge */
+    if (now >= a->purge_at) {
+        uint64_t next = NBUF_NEVER;
+        for (struct nbuf_chunk *c = a->chunks, *cn; c; c = cn) {
+            cn = c->next;
+            if (c->purge_at > now) {
+                next = min_u64(next, c->purge_at);
+            } else if (nbuf_chunk_empty_(c)) {
+                chunk_unlink_free(a, c); /* empty for a decay period: give it back */
+            } else {
+                chunk_purge(a, c);
+            }
+        }
+        a->purge_at = next;
+    }
+    return min_u64(a->purge_at, a->stash_gc_at);
+}
+
+/* At the end of a locked slow-path section: run the decay pass when due.
+ * The clock is read only while something waits for its deadline. */
+static void
+decay_maybe_locked(struct nbuf_arena *a)
+{
+    uint64_t at = min_u64(a->purge_at, a->stash_gc_at);
+    if (at == NBUF_NEVER)
+        return;
+    uint64_t now = nbuf_decay_now_(a->pool);
+    if (now >= at)
+        nbuf_arena_decay_locked_(a, now);
 }
 
 unsigned
@@ -316,6 +447,8 @@ nbuf_arena_alloc_pairs_(struct nbuf_arena *a, unsigned szind, struct nbuf **out,
         st->count -= got;
         memcpy(out, st->items + st->count, got * sizeof(*out));
         a->stash_bytes -= got * nbuf_sz_usize_(szind);
+        if (st->count < st->low)
+            st->low = st->count;
         /* Stashed memory is poisoned; the caller owns these pairs now. */
         for (unsigned i = 0; i < got; i++)
             NBUF_UNPOISON(out[i]->mem, nbuf_sz_usize_(szind));
@@ -332,6 +465,7 @@ nbuf_arena_alloc_pairs_(struct nbuf_arena *a, unsigned szind, struct nbuf **out,
         }
         out[got++] = h;
     }
+    decay_maybe_locked(a);
     nbuf_assert_expensive(nbuf_arena_check_(a));
     nbuf_arena_unlock_(a);
     return got;
@@ -356,11 +490,13 @@ nbuf_pairs_free_(struct nbuf_pool *p, struct nbuf **items, unsigned n, bool to_s
             if (to_stash && st->count < st->cap) {
                 st->items[st->count++] = h;
                 a->stash_bytes += h->capacity;
+                gc_arm(a);
             } else {
                 mem_free_locked(a, h);
                 header_push_locked(a, h);
             }
         }
+        decay_maybe_locked(a);
         nbuf_assert_expensive(nbuf_arena_check_(a));
         nbuf_arena_unlock_(a);
         n = keep;
@@ -380,6 +516,7 @@ nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep)
             mem_free_locked(a, h);
             header_push_locked(a, h);
         }
+        st->low = 0;
     }
     /* The last empty subpage of each class is kept by mem_free_locked. */
     for (unsigned i = 0; i < p->nsmall; i++) {
@@ -401,6 +538,12 @@ nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep)
             chunk_unlink_free(a, c);
         c = next;
     }
+    /* Idle now means idle: the free pages of the chunks that stay go too. */
+    for (c = a->chunks; c; c = c->next)
+        if (c->ndirty)
+            chunk_purge(a, c);
+    a->purge_at = NBUF_NEVER;
+    a->stash_gc_at = NBUF_NEVER;
     nbuf_assert_expensive(nbuf_arena_check_(a));
     nbuf_arena_unlock_(a);
 }

@@ -149,6 +149,25 @@ nbuf_backing_free_(struct nbuf_backing *bk, void *ptr, size_t size, size_t align
     }
 }
 
+bool
+nbuf_backing_can_discard_(const struct nbuf_backing *bk)
+{
+    /* A custom backing may hand out memory madvise() must not touch (shared
+     * or file mappings, a caller's arena): its pages are never purged. */
+    return bk->kind != NBUF_BACKING_CUSTOM;
+}
+
+/* Drop the pages of [addr, addr + len) (page-aligned) from RSS; they read as
+ * zeros when next touched. MADV_DONTNEED rather than MADV_FREE: MADV_FREE
+ * leaves the pages in RSS until the kernel is short of memory, so neither
+ * RSS nor a container's memory limit would see them go. */
+int
+nbuf_backing_discard_(struct nbuf_backing *bk, void *addr, size_t len)
+{
+    (void)bk;
+    return madvise(addr, len, MADV_DONTNEED);
+}
+
 /* Ask the backing to return freed pages to the OS now. */
 void
 nbuf_backing_purge_(struct nbuf_backing *bk)

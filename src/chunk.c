@@ -4,7 +4,10 @@
  * Free runs sit in size-binned lists (8 exact bins, then 4 per doubling) with
  * a bitmask of non-empty bins, so finding a fitting run is one ctz; freeing
  * merges with both free neighbours in O(1) because the first and the last
- * page of every run record its length. All calls need the arena lock.
+ * page of every run record its length. A bitmap marks the free pages that
+ * were written since they were last purged (dirty); nbuf_chunk_purge_
+ * madvises them away. All calls need the arena lock. Calls the backing and
+ * the pool's budget.
  */
 #include "internal.h"
 
@@ -36,6 +39,40 @@ bin_remove(struct nbuf_chunk *c, uint32_t page)
         c->bin_mask &= ~((uint64_t)1 << b);
 }
 
+/* ---- the dirty bitmap: one bit per page ---- */
+
+static void
+dirty_set(struct nbuf_chunk *c, uint32_t page, uint32_t n)
+{
+    for (uint32_t i = page; i < page + n;) {
+        uint32_t bit = i & 63, take = 64 - bit < page + n - i ? 64 - bit : page + n - i;
+        uint64_t mask = take == 64 ? ~(uint64_t)0 : (((uint64_t)1 << take) - 1) << bit;
+        c->dirty[i >> 6] |= mask;
+        i += take;
+    }
+}
+
+/* Clear [page, page + n) and return how many of its pages were dirty. */
+static uint32_t
+dirty_take(struct nbuf_chunk *c, uint32_t page, uint32_t n)
+{
+    uint32_t was = 0;
+    for (uint32_t i = page; i < page + n;) {
+        uint32_t bit = i & 63, take = 64 - bit < page + n - i ? 64 - bit : page + n - i;
+        uint64_t mask = take == 64 ? ~(uint64_t)0 : (((uint64_t)1 << take) - 1) << bit;
+        was += (uint32_t)__builtin_popcountll(c->dirty[i >> 6] & mask);
+        c->dirty[i >> 6] &= ~mask;
+        i += take;
+    }
+    return was;
+}
+
+static bool
+dirty_test(const struct nbuf_chunk *c, uint32_t page)
+{
+    return c->dirty[page >> 6] >> (page & 63) & 1;
+}
+
 /* Record a run [page, page + npages) in state st at its head and tail. */
 static void
 mark_run(struct nbuf_chunk *c, uint32_t page, uint32_t npages, uint32_t st)
@@ -58,6 +95,12 @@ nbuf_chunk_new_(struct nbuf_arena *a)
     c->subpages = calloc(npages, sizeof(*c->subpages));
     if (!c->subpages)
         goto out_meta;
+    /* A fresh chunk is clean: the backing's pages are not touched yet (or,
+     * from jemalloc, not ours to count). */
+    c->dirty = calloc((npages + 63) / 64, sizeof(*c->dirty));
+    if (!c->dirty)
+        goto out_subpages;
+    c->purge_at = NBUF_NEVER;
     if (!nbuf_pool_charge_(p, p->cfg.chunk_size))
         goto out_subpages; /* errno = EDQUOT: the caller may trim and retry */
     c->base = nbuf_backing_alloc_(&p->backing, p->cfg.chunk_size, p->cfg.page_size);
@@ -79,6 +122,7 @@ out_charge:
     nbuf_pool_uncharge_(p, p->cfg.chunk_size);
     errno = ENOMEM;
 out_subpages:
+    free(c->dirty);
     free(c->subpages);
 out_meta:
     free(c);
@@ -90,10 +134,17 @@ nbuf_chunk_free_(struct nbuf_chunk *c)
 {
     struct nbuf_pool *p = c->arena->pool;
     nbuf_assert(nbuf_chunk_empty_(c));
+    /* A decaying pool wants the pages gone now, not when the backing gets
+     * round to it (jemalloc's own decay would keep them for 10 s). */
+    if (c->ndirty && p->decay_ms >= 0 && p->backing.kind == NBUF_BACKING_JEMALLOC) {
+        uint64_t ncalls = 0;
+        nbuf_chunk_purge_(c, &ncalls);
+    }
     NBUF_UNPOISON(c->base, p->cfg.chunk_size);
     nbuf_backing_free_(&p->backing, c->base, p->cfg.chunk_size, p->cfg.page_size);
     nbuf_pool_uncharge_(p, p->cfg.chunk_size);
     atomic_fetch_sub_explicit(&p->nchunks, 1, memory_order_relaxed);
+    free(c->dirty);
     free(c->subpages);
     free(c);
 }
@@ -122,6 +173,8 @@ nbuf_chunk_alloc_run_(struct nbuf_chunk *c, uint32_t npages, enum nbuf_run_state
     }
     mark_run(c, page, npages, st);
     c->free_pages -= npages;
+    if (c->ndirty)
+        c->ndirty -= dirty_take(c, page, npages);
     /* A used run belongs to its caller now; subpage elements are unpoisoned
      * one by one as they are handed out (see internal.h). */
     if (st == NBUF_RUN_USED)
@@ -138,6 +191,10 @@ nbuf_chunk_free_run_(struct nbuf_chunk *c, uint32_t page)
     nbuf_assert(c->pages[page].state != NBUF_RUN_FREE);
     c->subpages[page] = NULL;
     c->free_pages += npages;
+    if (c->arena->pool->can_purge) {
+        dirty_set(c, page, npages);
+        c->ndirty += npages;
+    }
     NBUF_POISON(c->base + ((size_t)page << c->arena->pool->lg_page),
                 (size_t)npages << c->arena->pool->lg_page);
     /* Merge with the run before (its tail is page - 1). */
@@ -158,6 +215,33 @@ nbuf_chunk_free_run_(struct nbuf_chunk *c, uint32_t page)
     mark_run(c, page, npages, NBUF_RUN_FREE);
     bin_insert(c, page, npages);
     nbuf_assert_expensive(nbuf_chunk_check_(c));
+}
+
+uint32_t
+nbuf_chunk_purge_(struct nbuf_chunk *c, uint64_t *ncalls)
+{
+    struct nbuf_pool *p = c->arena->pool;
+    uint32_t purged = 0, words = (c->npages + 63) / 64;
+    /* Dirty pages are free, and adjacent free pages are one run: each
+     * stretch of set bits is one madvise. */
+    for (uint32_t w = 0; w < words && purged < c->ndirty; w++) {
+        while (c->dirty[w]) {
+            uint32_t first = w * 64 + (uint32_t)__builtin_ctzll(c->dirty[w]), end = first;
+            while (end < c->npages && dirty_test(c, end))
+                end++;
+            dirty_take(c, first, end - first);
+            /* ASan / valgrind: the pages are poisoned free memory; madvise
+             * does not read them. */
+            nbuf_backing_discard_(&p->backing, c->base + ((size_t)first << p->lg_page),
+                                  (size_t)(end - first) << p->lg_page);
+            purged += end - first;
+            ++*ncalls;
+            w = (end - 1) / 64;
+        }
+    }
+    c->ndirty = 0;
+    c->purge_at = NBUF_NEVER;
+    return purged;
 }
 
 bool
@@ -190,10 +274,20 @@ nbuf_chunk_check_(const struct nbuf_chunk *c)
         }
         if (pi->state == NBUF_RUN_SUBPAGE && !c->subpages[page])
             return false;
+        /* Only free pages are dirty. */
+        for (uint32_t q = page; !is_free && q < page + n; q++)
+            if (dirty_test(c, q))
+                return false;
         prev_free = is_free;
         page += n;
     }
     if (free_pages != c->free_pages)
+        return false;
+    /* ndirty counts the dirty bits. */
+    uint32_t ndirty = 0;
+    for (uint32_t w = 0; w < (c->npages + 63) / 64; w++)
+        ndirty += (uint32_t)__builtin_popcountll(c->dirty[w]);
+    if (ndirty != c->ndirty)
         return false;
     for (unsigned b = 0; b < NBUF_RUN_BINS; b++) {
         bool nonempty = c->bins[b] != NBUF_RUN_NONE;

@@ -151,6 +151,8 @@ int nbuf_backing_init_(struct nbuf_backing *bk, const struct nbuf_pool_config *c
 void *nbuf_backing_alloc_(struct nbuf_backing *bk, size_t size, size_t align);
 void nbuf_backing_free_(struct nbuf_backing *bk, void *ptr, size_t size, size_t align);
 void nbuf_backing_purge_(struct nbuf_backing *bk);
+bool nbuf_backing_can_discard_(const struct nbuf_backing *bk);
+int nbuf_backing_discard_(struct nbuf_backing *bk, void *addr, size_t len);
 bool nbuf_backing_has_jemalloc_(void);
 /* Test hook: the Nth backing allocation from now fails (0 = none). */
 void nbuf_backing_fail_after_(struct nbuf_pool *p, long n);
@@ -169,6 +171,8 @@ void nbuf_huge_free_(struct nbuf_pool *p, void *mem, size_t size);
 /* Free every cached extent (trim, pool teardown). */
 void nbuf_huge_trim_(struct nbuf_pool *p);
 uint64_t nbuf_huge_cached_bytes_(struct nbuf_pool *p);
+/* Free extents cached for a decay period; the next deadline. */
+uint64_t nbuf_huge_decay_(struct nbuf_pool *p, uint64_t now);
 
 /* ---- chunk.c ---- */
 struct nbuf_chunk *nbuf_chunk_new_(struct nbuf_arena *a);
@@ -176,6 +180,8 @@ void nbuf_chunk_free_(struct nbuf_chunk *c);
 /* Head page of a run of npages, or NBUF_RUN_NONE. */
 uint32_t nbuf_chunk_alloc_run_(struct nbuf_chunk *c, uint32_t npages, enum nbuf_run_state st);
 void nbuf_chunk_free_run_(struct nbuf_chunk *c, uint32_t page);
+/* madvise every dirty free page of @c away; the number of pages purged. */
+uint32_t nbuf_chunk_purge_(struct nbuf_chunk *c, uint64_t *ncalls);
 bool nbuf_chunk_check_(const struct nbuf_chunk *c);
 static inline bool
 nbuf_chunk_empty_(const struct nbuf_chunk *c)
@@ -209,6 +215,31 @@ void nbuf_headers_free_(struct nbuf_pool *p, struct nbuf **items, unsigned n);
 /* Flush stashes and free empty chunks beyond @keep per arena. */
 void nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep);
 bool nbuf_arena_check_(struct nbuf_arena *a);
+/* The decay pass (purge due chunks, give back due empty ones, age the
+ * stashes); the arena's next deadline, NBUF_NEVER for none. */
+uint64_t nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now);
+
+/* ---- the registry of live pools (registry.c) ---- */
+
+/* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
+int nbuf_registry_add_(struct nbuf_pool *p);
+void nbuf_registry_remove_(struct nbuf_pool *p);
+
+/* ---- decay (decay.c) ---- */
+
+/* Now in ms on @p's clock (CLOCK_MONOTONIC_COARSE unless a test set one). */
+uint64_t nbuf_decay_now_(const struct nbuf_pool *p);
+/* When memory dirtied at @now decays: now + decay_ms, NBUF_NEVER for -1. */
+uint64_t nbuf_decay_deadline_(const struct nbuf_pool *p, uint64_t now);
+/* A deadline was armed: make sure the purger wakes by @at (background
+ * pools on the real clock only); starts the thread on first use. */
+void nbuf_decay_wake_(const struct nbuf_pool *p, uint64_t at);
+/* The pass the purger runs over every pool; the next deadline. */
+void nbuf_decay_set_pass_(uint64_t (*pass)(uint64_t now));
+void nbuf_decay_fork_prepare_(void);
+void nbuf_decay_fork_parent_(void);
+void nbuf_decay_fork_child_(void);
+bool nbuf_decay_purger_running_(void);
 
 /* ---- tcache.c ---- */
 /* Requests of 1 B to NBUF_FAST_MAX take the allocation fast path. */
@@ -308,6 +339,10 @@ nbuf_pool_fast_(const struct nbuf_pool *p)
     return p->fast_id != NBUF_KEY_NONE;
 }
 int nbuf_pool_trim_all_(struct nbuf_pool *p);
+uint64_t nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now);
+/* Tests: run @p's decay on this clock (ms) instead of the real one; the
+ * purger then leaves the pool alone and nbuf_pool_decay_ drives it. */
+void nbuf_pool_set_clock_(struct nbuf_pool *p, uint64_t (*clock_ms)(void *ctx), void *ctx);
 struct nbuf_arena *nbuf_pool_bind_arena_(struct nbuf_pool *p);
 bool nbuf_pool_check_(struct nbuf_pool *p);
 /* Debit/credit backing bytes against the limit; false = over the limit. */

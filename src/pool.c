@@ -30,6 +30,7 @@ nbuf_pool_config_init(struct nbuf_pool_config *cfg)
     cfg->cache_normal_count = 16;
     cfg->cache_max_size = 64u << 10;
     cfg->cache_large_bytes = 4u << 20;
+    cfg->decay_ms = NBUF_DECAY_MS_DEFAULT;
     cfg->memory_limit = 0;
     cfg->max_buffer_size = (size_t)1 << 30;
     cfg->flags = 0;
@@ -46,7 +47,7 @@ static bool
 config_valid(const struct nbuf_pool_config *c)
 {
     const unsigned known = NBUF_POOL_ZERO | NBUF_POOL_SCRUB | NBUF_POOL_NO_CACHE |
-                           NBUF_POOL_BYPASS | NBUF_POOL_CHECKED;
+                           NBUF_POOL_BYPASS | NBUF_POOL_CHECKED | NBUF_POOL_NO_BACKGROUND;
     if (!is_pow2(c->page_size) || c->page_size < 4096 || c->page_size > (1u << 20))
         return false;
     if (!is_pow2(c->chunk_size) || c->chunk_size < 8 * c->page_size ||
@@ -62,100 +63,9 @@ config_valid(const struct nbuf_pool_config *c)
         return false;
     if ((unsigned)c->backing > NBUF_BACKING_CUSTOM)
         return false;
+    if (c->decay_ms < -1)
+        return false;
     return true;
-}
-
-/* ---- fork safety ---- */
-
-/*
- * Every live pool is in this registry, so that fork() in one thread while
- * another holds a pool's lock, one of its arena locks or its leak registry's
- * lock leaves the child with all of them free: the prepare handler takes
- * them all (registry, then per pool: arenas, pool lock, leak registry) and
- * the parent and child handlers release them in reverse order. The library
- * never holds two of these locks at once, so no order can deadlock; the
- * registry lock is taken only here and around (un)registering.
- */
-static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-static int fork_once_err;
-static struct nbuf_pool **fork_pools; /* fork_lock */
-static size_t fork_npools, fork_cap;  /* fork_lock */
-
-static void
-fork_prepare(void)
-{
-    pthread_mutex_lock(&fork_lock);
-    for (size_t i = 0; i < fork_npools; i++) {
-        struct nbuf_pool *p = fork_pools[i];
-        for (unsigned k = 0; k < p->narenas; k++)
-            nbuf_arena_lock_(&p->arenas[k]);
-        pthread_mutex_lock(&p->lock);
-        if (p->leaks)
-            pthread_mutex_lock(&p->leaks->lock);
-        pthread_mutex_lock(&p->huge_cache.lock);
-    }
-}
-
-/* Parent and child alike: the child's only thread is the one that forked,
- * which holds every lock taken above. */
-static void
-fork_release(void)
-{
-    for (size_t i = fork_npools; i-- > 0;) {
-        struct nbuf_pool *p = fork_pools[i];
-        pthread_mutex_unlock(&p->huge_cache.lock);
-        if (p->leaks)
-            pthread_mutex_unlock(&p->leaks->lock);
-        pthread_mutex_unlock(&p->lock);
-        for (unsigned k = p->narenas; k-- > 0;)
-            nbuf_arena_unlock_(&p->arenas[k]);
-    }
-    pthread_mutex_unlock(&fork_lock);
-}
-
-static void
-fork_install(void)
-{
-    fork_once_err = pthread_atfork(fork_prepare, fork_release, fork_release);
-}
-
-/* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
-static int
-fork_register(struct nbuf_pool *p)
-{
-    pthread_once(&fork_once, fork_install);
-    if (fork_once_err)
-        return -ENOMEM;
-    int err = 0;
-    pthread_mutex_lock(&fork_lock);
-    if (fork_npools == fork_cap) {
-        size_t cap = fork_cap ? 2 * fork_cap : 8;
-        struct nbuf_pool **np = realloc(fork_pools, cap * sizeof(*np));
-        if (np) {
-            fork_pools = np;
-            fork_cap = cap;
-        } else {
-            err = -ENOMEM;
-        }
-    }
-    if (!err)
-        fork_pools[fork_npools++] = p;
-    pthread_mutex_unlock(&fork_lock);
-    return err;
-}
-
-static void
-fork_unregister(struct nbuf_pool *p)
-{
-    pthread_mutex_lock(&fork_lock);
-    for (size_t i = 0; i < fork_npools; i++) {
-        if (fork_pools[i] == p) {
-            fork_pools[i] = fork_pools[--fork_npools];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&fork_lock);
 }
 
 /* Derive the class split for this page and chunk size. */
@@ -263,10 +173,13 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
     if (err)
         goto out_arenas;
     p->fast_id = nbuf_pool_fast_id_(p);
+    p->decay_ms = cfg.decay_ms;
+    p->can_purge = nbuf_backing_can_discard_(&p->backing);
+    atomic_init(&p->background, !(cfg.flags & NBUF_POOL_NO_BACKGROUND));
     err = nbuf_huge_cache_init_(p);
     if (err)
         goto out_debug;
-    err = fork_register(p);
+    err = nbuf_registry_add_(p);
     if (err)
         goto out_huge;
     return p;
@@ -383,6 +296,39 @@ nbuf_pool_trim_all_(struct nbuf_pool *p)
     return 0;
 }
 
+/* The decay pass over every arena and the huge cache; the next deadline. */
+uint64_t
+nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now)
+{
+    uint64_t next = nbuf_huge_decay_(p, now);
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        uint64_t at = nbuf_arena_decay_locked_(a, now);
+        nbuf_arena_unlock_(a);
+        next = at < next ? at : next;
+    }
+    return next;
+}
+
+NBUF_EXPORT int
+nbuf_pool_background(struct nbuf_pool *p, int on)
+{
+    if (!p)
+        return -EINVAL;
+    atomic_store(&p->background, on != 0);
+    if (on)
+        nbuf_decay_wake_(p, nbuf_pool_decay_(p, nbuf_decay_now_(p)));
+    return 0;
+}
+
+void
+nbuf_pool_set_clock_(struct nbuf_pool *p, uint64_t (*clock_ms)(void *ctx), void *ctx)
+{
+    p->clock_ctx = ctx;
+    p->clock_ms = clock_ms;
+}
+
 NBUF_EXPORT int
 nbuf_pool_trim(struct nbuf_pool *p)
 {
@@ -406,7 +352,7 @@ nbuf_pool_free(struct nbuf_pool *p)
         nbuf_leak_report_pool_(p);
         return -EBUSY;
     }
-    fork_unregister(p);
+    nbuf_registry_remove_(p);
     /* No buffer is live, so caches hold only idle pairs: take them all. The
      * owning threads never touch them again: their thread-local names this
      * pool's id, which is never reused. */
@@ -476,6 +422,9 @@ nbuf_pool_env_flags_(void)
         f |= NBUF_POOL_SCRUB;
     if (env_true("NBUF_NO_CACHE"))
         f |= NBUF_POOL_NO_CACHE;
+    const char *bg = getenv("NBUF_BACKGROUND");
+    if (bg && strcmp(bg, "0") == 0)
+        f |= NBUF_POOL_NO_BACKGROUND;
     return f;
 }
 
@@ -528,6 +477,22 @@ env_unsigned(const char *name, unsigned *field)
     *field = v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
 }
 
+/* An integer of milliseconds, or -1. */
+static void
+env_decay(const char *name, int *field)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return;
+    char *end;
+    errno = 0;
+    long ms = strtol(v, &end, 10);
+    if (errno || *end || ms < -1 || ms > INT_MAX)
+        nbuf_report_("nbuf: ignoring %s=%s (milliseconds, or -1 for never)\n", name, v);
+    else
+        *field = (int)ms;
+}
+
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static int default_errno;
 
@@ -543,6 +508,7 @@ default_pool_create(void)
     env_unsigned("NBUF_CACHE_NORMAL", &cfg.cache_normal_count);
     env_size("NBUF_CACHE_MAX_SIZE", &cfg.cache_max_size);
     env_size("NBUF_CACHE_LARGE", &cfg.cache_large_bytes);
+    env_decay("NBUF_DECAY_MS", &cfg.decay_ms);
     env_size("NBUF_MEMORY_LIMIT", &cfg.memory_limit);
     env_size("NBUF_MAX_BUFFER_SIZE", &cfg.max_buffer_size);
     const char *bk = getenv("NBUF_BACKING");

@@ -91,6 +91,20 @@ cached_bytes_of(const struct nbuf_pool *p, const struct nbuf_tcache *tc)
     return sum;
 }
 
+/* What parking can cost at most: one thread's bins and large cache, and the
+ * stashes of every arena. */
+static void
+bounds(const struct nbuf_pool *p, struct nbuf_pool_stats *out)
+{
+    for (unsigned i = 0; i < p->ncached; i++) {
+        out->cache_bound_bytes += (uint64_t)nbuf_pool_cache_cap_(p, i) * nbuf_sz_usize_(i);
+        out->stash_bound_bytes += (uint64_t)p->arenas[0].stash[i].cap * nbuf_sz_usize_(i);
+    }
+    if (p->large_max)
+        out->cache_bound_bytes += p->cfg.cache_large_bytes;
+    out->stash_bound_bytes *= p->narenas;
+}
+
 NBUF_EXPORT int
 nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
 {
@@ -129,11 +143,25 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         nbuf_arena_lock_(a);
         out->cached_bytes += a->stash_bytes;
         out->empty_chunks += a->nempty;
+        uint64_t dirty = 0, resident = 0;
+        for (const struct nbuf_chunk *c = a->chunks; c; c = c->next) {
+            dirty += c->ndirty;
+            resident += c->npages - c->free_pages + c->ndirty;
+        }
+        out->dirty_bytes += dirty << p->lg_page;
+        out->resident_bytes += resident << p->lg_page;
+        out->purged_bytes += a->purged_pages << p->lg_page;
+        out->purges += a->npurges;
         nbuf_arena_unlock_(a);
     }
     out->cached_bytes += nbuf_huge_cached_bytes_(p);
+    bounds(p, out);
     out->chunks = atomic_load(&p->nchunks);
     out->backing_bytes = atomic_load(&p->backing_bytes);
+    /* Huge buffers, live and cached, count as resident. */
+    uint64_t chunk_bytes = out->chunks * p->cfg.chunk_size;
+    if (out->backing_bytes > chunk_bytes)
+        out->resident_bytes += out->backing_bytes - chunk_bytes;
     out->allocations = t.nalloc;
     out->releases = t.nrelease;
     out->live_buffers = t.nalloc - t.nrelease;
@@ -197,7 +225,13 @@ chunk_map(FILE *out, const struct nbuf_chunk *c, char *line, size_t width)
     X(threads)                                                                                     \
     X(empty_chunks)                                                                                \
     X(views)                                                                                       \
-    X(slow_allocations)
+    X(slow_allocations)                                                                            \
+    X(resident_bytes)                                                                              \
+    X(dirty_bytes)                                                                                 \
+    X(purged_bytes)                                                                                \
+    X(purges)                                                                                      \
+    X(cache_bound_bytes)                                                                           \
+    X(stash_bound_bytes)
 
 static void
 print_text(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)
@@ -212,13 +246,17 @@ print_text(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)
         struct nbuf_arena *a = &p->arenas[i];
         nbuf_arena_lock_(a);
         if (a->nchunks)
-            fprintf(out, "  arena %u: %u threads, %u chunks (%u empty), %llu stashed bytes\n", i,
-                    atomic_load(&a->nthreads), a->nchunks, a->nempty,
-                    (unsigned long long)a->stash_bytes);
+            fprintf(out,
+                    "  arena %u: %u threads, %u chunks (%u empty), %llu stashed bytes, "
+                    "%llu purged bytes in %llu purges\n",
+                    i, atomic_load(&a->nthreads), a->nchunks, a->nempty,
+                    (unsigned long long)a->stash_bytes,
+                    (unsigned long long)(a->purged_pages << p->lg_page),
+                    (unsigned long long)a->npurges);
         unsigned k = 0;
         for (const struct nbuf_chunk *c = a->chunks; c; c = c->next, k++) {
-            fprintf(out, "   chunk %u at %p: %u/%u pages free\n", k, (void *)c->base, c->free_pages,
-                    c->npages);
+            fprintf(out, "   chunk %u at %p: %u/%u pages free, %u dirty\n", k, (void *)c->base,
+                    c->free_pages, c->npages, c->ndirty);
             chunk_map(out, c, line, sizeof(line));
         }
         nbuf_arena_unlock_(a);
@@ -236,11 +274,15 @@ print_json(struct nbuf_pool *p, FILE *out, const struct nbuf_pool_stats *st)
     for (unsigned i = 0; i < p->narenas; i++) {
         struct nbuf_arena *a = &p->arenas[i];
         nbuf_arena_lock_(a);
-        fprintf(out, "%s{\"index\":%u,\"threads\":%u,\"stash_bytes\":%llu,\"chunks\":[",
-                i ? "," : "", i, atomic_load(&a->nthreads), (unsigned long long)a->stash_bytes);
+        fprintf(out,
+                "%s{\"index\":%u,\"threads\":%u,\"stash_bytes\":%llu,\"purged_bytes\":%llu,"
+                "\"purges\":%llu,\"chunks\":[",
+                i ? "," : "", i, atomic_load(&a->nthreads), (unsigned long long)a->stash_bytes,
+                (unsigned long long)(a->purged_pages << p->lg_page),
+                (unsigned long long)a->npurges);
         for (const struct nbuf_chunk *c = a->chunks; c; c = c->next) {
-            fprintf(out, "%s{\"free_pages\":%u,\"pages\":%u,\"map\":\"", c == a->chunks ? "" : ",",
-                    c->free_pages, c->npages);
+            fprintf(out, "%s{\"free_pages\":%u,\"dirty_pages\":%u,\"pages\":%u,\"map\":\"",
+                    c == a->chunks ? "" : ",", c->free_pages, c->ndirty, c->npages);
             for (uint32_t page = 0; page < c->npages;) {
                 const struct nbuf_page_info *pi = &c->pages[page];
                 char ch = pi->state == NBUF_RUN_FREE ? '.' : pi->state == NBUF_RUN_USED ? '#' : 's';

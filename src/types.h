@@ -42,6 +42,7 @@ enum nbuf_run_state {
 };
 
 #define NBUF_RUN_NONE UINT32_MAX
+#define NBUF_NEVER UINT64_MAX /* a decay deadline that never comes */
 /* Free-run bins: 8 exact (1..8 pages), then 4 per doubling up to 2^16 pages. */
 #define NBUF_RUN_BINS 64
 
@@ -77,6 +78,12 @@ struct nbuf_chunk {
     uint64_t bin_mask;
     uint32_t bins[NBUF_RUN_BINS];   /* head page of each free list */
     struct nbuf_subpage **subpages; /* by head page of a SUBPAGE run */
+    /* Decay (decay.c explains): free pages written since they were last
+     * purged, one bit each; ndirty counts them; purge_at is when they go
+     * (ms on the pool's clock, NBUF_NEVER while ndirty == 0). */
+    uint64_t *dirty;
+    uint32_t ndirty;
+    uint64_t purge_at;
     struct nbuf_page_info pages[];
 };
 
@@ -255,6 +262,7 @@ struct nbuf_leak_registry {
 struct nbuf_stash {
     uint32_t count;
     uint32_t cap;
+    uint32_t low; /* fewest pairs held since the last decay pass */
     struct nbuf **items;
 };
 
@@ -283,6 +291,13 @@ struct nbuf_arena {
     uint32_t nhblocks, hblocks_cap;
     void **hblocks;
     uint64_t stash_bytes; /* lock */
+    /* Decay (lock): the earliest chunk purge_at, and when the stashes are
+     * next aged (NBUF_NEVER: nothing to do); pages purged and madvise calls
+     * made, ever. */
+    uint64_t purge_at;
+    uint64_t stash_gc_at;
+    uint64_t purged_pages;
+    uint64_t npurges;
 #ifndef NDEBUG
     pthread_t owner; /* for _locked asserts */
     bool owned;
@@ -414,6 +429,7 @@ struct nbuf_backing {
 struct nbuf_huge_extent {
     void *mem;
     size_t size;
+    uint64_t cached_at; /* ms on the pool's clock */
 };
 struct nbuf_huge_cache {
     pthread_mutex_t lock;
@@ -469,6 +485,14 @@ struct nbuf_pool {
     _Atomic uint64_t huge_allocs;
     _Atomic uint64_t limit_failures;
     _Atomic uint64_t live_views;
+
+    /* Decay (decay.c): -1 never, 0 at once, else ms a free page stays
+     * resident; the clock (tests inject one); background purging wanted. */
+    int64_t decay_ms;
+    uint64_t (*clock_ms)(void *ctx);
+    void *clock_ctx;
+    _Atomic bool background;
+    bool can_purge; /* the backing's memory may be madvise()d */
 
     struct nbuf_leak_registry *leaks;  /* leak.c, may be NULL */
     struct nbuf_huge_cache huge_cache; /* huge.c */

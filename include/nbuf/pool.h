@@ -47,6 +47,9 @@ struct nbuf_pool;
 #define NBUF_POOL_BYPASS (1u << 3)
 /** Checked mode: quarantine, junk fill, stale/double release reports. */
 #define NBUF_POOL_CHECKED (1u << 4)
+/** No background purging: idle memory decays only on the pool's own
+ *  allocations and releases (see nbuf_pool_background()). */
+#define NBUF_POOL_NO_BACKGROUND (1u << 5)
 /**@}*/
 
 /** Where a pool takes its chunks from. */
@@ -101,7 +104,17 @@ struct nbuf_pool_config {
      *  larger than a chunk (32 MiB in all, still counted in backing_bytes
      *  and memory_limit) for reuse by a request of the same size. */
     size_t cache_large_bytes;
+    /** Milliseconds a free page stays resident before it is purged
+     *  (madvise(MADV_DONTNEED)); then a chunk left empty goes back to the
+     *  backing, and pairs an arena stash kept unused for this long go back
+     *  to their chunks. 0 purges at once, -1 never (only nbuf_pool_trim()
+     *  does); default NBUF_DECAY_MS_DEFAULT. Memory from a custom backing is
+     *  never purged (it may not be private anonymous memory). */
+    int decay_ms;
 };
+
+/** Default nbuf_pool_config::decay_ms (docs/design.md says why). */
+#define NBUF_DECAY_MS_DEFAULT 1000
 
 /**
  * Fill @p cfg with the defaults listed at each field.
@@ -147,6 +160,18 @@ struct nbuf_pool *nbuf_pool_default(void);
  * @return 0, or -EINVAL for a NULL pool.
  */
 int nbuf_pool_trim(struct nbuf_pool *p);
+
+/**
+ * Purge @p p's idle memory in the background (on, the default unless the
+ * pool has NBUF_POOL_NO_BACKGROUND or NBUF_BACKGROUND=0 is set) or only on
+ * its own allocations and releases (off). Background purging is one thread
+ * per process, shared by every pool, started when a pool first has memory
+ * to decay; it sleeps until the next decay deadline, so an idle process
+ * gives memory back without any call into nbuf.
+ *
+ * @return 0; -EINVAL for a NULL pool.
+ */
+int nbuf_pool_background(struct nbuf_pool *p, int on);
 
 #ifdef __cplusplus
 }

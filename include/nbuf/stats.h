@@ -22,31 +22,43 @@ extern "C" {
 
 /** A snapshot of a pool's counters. */
 struct nbuf_pool_stats {
-    uint64_t chunks;           /**< chunks currently taken from the backing */
-    uint64_t backing_bytes;    /**< bytes currently taken from the backing
-                                    (chunks and huge buffers) */
-    uint64_t used_bytes;       /**< size-class bytes of live buffers */
-    uint64_t requested_bytes;  /**< bytes live buffers asked for */
-    uint64_t cached_bytes;     /**< size-class bytes parked in thread caches
-                                    and arena stashes */
-    uint64_t live_buffers;     /**< pooled and huge buffers not yet released
-                                    (views and wrapped memory not included) */
-    uint64_t allocations;      /**< buffers allocated, ever */
-    uint64_t releases;         /**< buffers freed, ever */
-    uint64_t cache_hits;       /**< allocations served by a thread cache */
-    uint64_t cache_misses;     /**< allocations that had to fill the cache */
-    uint64_t remote_releases;  /**< frees on a thread other than the
-                                    allocating one */
-    uint64_t limit_failures;   /**< allocations refused by memory_limit */
-    uint64_t huge_allocations; /**< buffers larger than a chunk, ever */
-    uint64_t arenas;           /**< number of arenas */
-    uint64_t threads;          /**< threads holding a cache of this pool */
-    uint64_t empty_chunks;     /**< chunks with no page in use (reserve) */
-    uint64_t views;            /**< live views (slices, duplicates) */
-    uint64_t slow_allocations; /**< allocations that left the inline fast
-                                    path: misses, sizes above 64 KiB or 0,
-                                    flags, debug modes, growth, another pool
-                                    bound to the thread */
+    uint64_t chunks;            /**< chunks currently taken from the backing */
+    uint64_t backing_bytes;     /**< bytes currently taken from the backing
+                                     (chunks and huge buffers) */
+    uint64_t used_bytes;        /**< size-class bytes of live buffers */
+    uint64_t requested_bytes;   /**< bytes live buffers asked for */
+    uint64_t cached_bytes;      /**< size-class bytes parked in thread caches
+                                     and arena stashes */
+    uint64_t live_buffers;      /**< pooled and huge buffers not yet released
+                                     (views and wrapped memory not included) */
+    uint64_t allocations;       /**< buffers allocated, ever */
+    uint64_t releases;          /**< buffers freed, ever */
+    uint64_t cache_hits;        /**< allocations served by a thread cache */
+    uint64_t cache_misses;      /**< allocations that had to fill the cache */
+    uint64_t remote_releases;   /**< frees on a thread other than the
+                                     allocating one */
+    uint64_t limit_failures;    /**< allocations refused by memory_limit */
+    uint64_t huge_allocations;  /**< buffers larger than a chunk, ever */
+    uint64_t arenas;            /**< number of arenas */
+    uint64_t threads;           /**< threads holding a cache of this pool */
+    uint64_t empty_chunks;      /**< chunks with no page in use (reserve) */
+    uint64_t views;             /**< live views (slices, duplicates) */
+    uint64_t slow_allocations;  /**< allocations that left the inline fast
+                                     path: misses, sizes above 64 KiB or 0,
+                                     flags, debug modes, growth, another pool
+                                     bound to the thread */
+    uint64_t resident_bytes;    /**< backing bytes that may be in RAM: pages
+                                     of chunks in use or dirty, and huge
+                                     buffers (never-touched and purged pages
+                                     are not counted) */
+    uint64_t dirty_bytes;       /**< free chunk pages written since they were
+                                     last purged: what decay gives back */
+    uint64_t purged_bytes;      /**< chunk bytes purged or given back, ever */
+    uint64_t purges;            /**< madvise() calls made by decay and trim */
+    uint64_t cache_bound_bytes; /**< most bytes one thread's cache of this
+                                     pool can park (its bins and large cache) */
+    uint64_t stash_bound_bytes; /**< most bytes the arena stashes can park in
+                                     all (aged out after decay_ms) */
 };
 
 /** Formats for nbuf_pool_print_stats(). */
