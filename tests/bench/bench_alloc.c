@@ -10,6 +10,8 @@
  * FILE it also writes every repetition, the medians and the RSS over the (d) trace of each
  * variant as tab-separated records for tests/bench/report.py. With --callgrind it counts
  * instructions per operation of every variant under valgrind instead (see run_callgrind()).
+ * Workload (d) ends with an idle before its trim (3 s, 0.5 s in quick mode; d.idle), which only the
+ * first --idle-reps runs take, so that the idle does not dominate the time of a full run.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,15 +28,17 @@
 
 #define MAX_VARIANTS 8
 #define MAX_REPS 31
+#define MAX_INFO 4 /* "# ..." lines kept per variant and workload */
 
 static const char *const known_variants[] = {"nbuf",     "nbuf-default", "glibc",
                                              "jemalloc", "tcmalloc",     "mimalloc"};
 
 enum better { LOWER, HIGHER };
 enum target {
-    T_NONE, /* reported, no target */
-    T_PEER, /* nbuf no worse than the best peer */
-    T_ABS,  /* nbuf's own value at most limit */
+    T_NONE,     /* reported, no target */
+    T_PEER,     /* nbuf no worse than the best peer */
+    T_ABS,      /* nbuf's own value at most limit */
+    T_ABS_PEER, /* both: at most limit, and no worse than the best peer */
 };
 
 struct row {
@@ -57,7 +61,10 @@ static const struct row rows[] = {
     {"b", "live", "(b) 1000 live, 64 B-64 KiB, per replacement", "ns", LOWER, T_PEER, 0},
     {"c.mbps", "pc", "(c) producer -> consumer thread", "M buf/s", HIGHER, T_PEER, 0},
     {"c.hwm", "pc", "(c) peak RSS (VmHWM)", "MiB", LOWER, T_PEER, 0},
-    {"d.ratio", "rss", "(d) RSS growth / live requested, steady", "x", LOWER, T_ABS, 1.15},
+    {"d.ratio", "rss", "(d) RSS growth / live requested, steady", "x", LOWER, T_ABS_PEER, 1.15},
+    /* The label names the idle the variants took: see row_label(). */
+    {"d.idle", "rss", "(d) RSS after free all + idle, no trim, minus start", "MiB", LOWER, T_ABS,
+     8.0},
     {"d.after", "rss", "(d) RSS after free all + trim, minus start", "MiB", LOWER, T_ABS, 8.0},
 };
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -68,8 +75,9 @@ static const char *const workloads[] = {"pairs", "live", "pc", "rss"};
 struct variant {
     const char *name;
     char path[PATH_MAX];
-    char desc[512];             /* "variant ..." and "malloc ..." lines */
-    char info[NWORKLOADS][256]; /* per workload: the last "# ..." line, if any */
+    char desc[512];                       /* "variant ..." and "malloc ..." lines */
+    char info[NWORKLOADS][MAX_INFO][256]; /* per workload: the "# ..." lines of the first run */
+    unsigned ninfo[NWORKLOADS];
     bool failed;
     double val[NROWS][MAX_REPS];
     unsigned nval[NROWS];
@@ -82,6 +90,8 @@ static unsigned reps = 7;
 static const char *only;
 static const char *tsv_path;       /* --tsv FILE */
 static char series_path[PATH_MAX]; /* the variants append their (d) RSS samples here */
+static unsigned idle_reps = 3;     /* (d): the runs that idle before the trim (the first ones) */
+static double idle_s = -1;         /* (d): the idle the variants took (their d.idle_s), in s */
 
 static void
 add_variant(const char *name, const char *path)
@@ -134,6 +144,18 @@ is_nbuf(const struct variant *v)
     return strncmp(v->name, "nbuf", 4) == 0;
 }
 
+/* The row's label; d.idle's names the idle the variants took (shorter in quick mode). */
+static const char *
+row_label(size_t r)
+{
+    static char idle[128];
+    if (strcmp(rows[r].key, "d.idle") != 0 || idle_s < 0)
+        return rows[r].label;
+    snprintf(idle, sizeof(idle), "(d) RSS after free all + %g s idle, no trim, minus start%s",
+             idle_s, idle_s < 3 ? " (SPEC: 3 s)" : "");
+    return idle;
+}
+
 static int
 row_of(const char *key)
 {
@@ -145,9 +167,10 @@ row_of(const char *key)
 }
 
 /* Run one variant on one workload and file its "key value" lines; @series (or NULL): the file
- * the variant appends its RSS samples of workload (d) to. */
+ * the variant appends its RSS samples of workload (d) to; @first: the first run of @workload, whose
+ * "# ..." lines are kept; @idle: (d) idles before the trim (the variant's default length). */
 static bool
-run_variant(struct variant *v, const char *workload, const char *series)
+run_variant(struct variant *v, const char *workload, const char *series, bool first, bool idle)
 {
     size_t wi = NWORKLOADS;
     for (size_t w = 0; w < NWORKLOADS; w++) {
@@ -165,11 +188,15 @@ run_variant(struct variant *v, const char *workload, const char *series)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        char *args[6], **a = args;
+        char *args[8], **a = args;
         *a++ = v->path;
         *a++ = (char *)workload;
         if (quick)
             *a++ = "--quick";
+        if (!idle) {
+            *a++ = "--idle";
+            *a++ = "0";
+        }
         if (series) {
             *a++ = "--series";
             *a++ = (char *)series;
@@ -190,8 +217,8 @@ run_variant(struct variant *v, const char *workload, const char *series)
         if (verbose)
             fprintf(stderr, "  %-8s %s\n", v->name, line);
         if (line[0] == '#') {
-            if (wi < NWORKLOADS)
-                snprintf(v->info[wi], sizeof(v->info[wi]), "%s", line + 2);
+            if (first && wi < NWORKLOADS && v->ninfo[wi] < MAX_INFO)
+                snprintf(v->info[wi][v->ninfo[wi]++], sizeof(v->info[wi][0]), "%s", line + 2);
             continue;
         }
         if (strncmp(line, "variant ", 8) == 0 || strncmp(line, "malloc ", 7) == 0 ||
@@ -206,6 +233,10 @@ run_variant(struct variant *v, const char *workload, const char *series)
         double x;
         if (sscanf(line, "%63s %lf", key, &x) != 2)
             continue;
+        if (strcmp(key, "d.idle_s") == 0) {
+            idle_s = x;
+            continue;
+        }
         int r = row_of(key);
         if (r >= 0 && v->nval[r] < MAX_REPS)
             v->val[r][v->nval[r]++] = x;
@@ -335,14 +366,49 @@ print_verdict(const struct row *row, double x, double ratio)
         if (x < 0)
             printf(" n/a |");
         else if (x <= row->limit)
-            printf(" meets (<= %g) |", row->limit);
+            printf(" meets (<= %g %s) |", row->limit, row->unit);
         else {
-            printf(" **misses (> %g)** |", row->limit);
+            printf(" **misses (> %g %s)** |", row->limit, row->unit);
+            return 1;
+        }
+        break;
+    case T_ABS_PEER:
+        if (x < 0 || ratio < 0)
+            printf(" n/a |");
+        else if (x <= row->limit && ratio <= 1.0)
+            printf(" meets (<= %g %s, <= best peer) |", row->limit, row->unit);
+        else {
+            printf(" **misses (");
+            if (x > row->limit)
+                printf("> %g %s%s", row->limit, row->unit, ratio > 1.0 ? "; " : "");
+            if (ratio > 1.0)
+                printf("best peer by %.0f%%", (ratio - 1) * 100);
+            printf(")** |");
             return 1;
         }
         break;
     }
     return 0;
+}
+
+/* What the (d) rows are held to, in words, with the idle this run took. */
+static void
+print_rss_targets(void)
+{
+    unsigned n = idle_reps < reps ? idle_reps : reps;
+    printf("(d) targets (SPEC): steady RSS growth / live requested <= 1.15 and no more than the "
+           "best peer's in this run; after free all and an idle of 3 s with no trim call, within "
+           "8 MiB of the start");
+    if (idle_s < 0)
+        printf(" (no run idled: no d.idle)");
+    else
+        printf(" (this run idled %g s%s; d.idle is ", idle_s,
+               idle_s < 3 ? ", not 3 s: its verdict is not the SPEC's" : "");
+    if (idle_s >= 0 && n == 1)
+        printf("from the first run)");
+    else if (idle_s >= 0)
+        printf("the median of the first %u runs)", n);
+    printf("; after free all and the trim, within two chunks (8 MiB). ");
 }
 
 /* The table, with a ratio and a verdict per nbuf variant; @missed: the count per variant. */
@@ -369,7 +435,7 @@ print_table(int missed[MAX_VARIANTS])
     for (size_t r = 0; r < NROWS; r++) {
         if (only && strcmp(only, rows[r].workload) != 0)
             continue;
-        printf("| %s | %s |", rows[r].label, rows[r].unit);
+        printf("| %s | %s |", row_label(r), rows[r].unit);
         double best = -1;
         const char *best_name = "n/a";
         for (unsigned i = 0; i < nvariants; i++) {
@@ -409,10 +475,10 @@ tsv_text(const char *s)
 
 /*
  * --tsv FILE, one record per line, the kind first:
- *   meta <key> <value>
+ *   meta <key> <value>   (idle_s: (d)'s idle in s; idle_reps: the runs that took it)
  *   variant <name> <description> <ok|failed> <nbuf|peer>
  *   info <variant> <workload> <text>
- *   row <key> <label> <unit> <lower|higher> <none|peer|abs> <limit>
+ *   row <key> <label> <unit> <lower|higher> <none|peer|abs|abs+peer> <limit>
  *   value <row key> <variant> <repetition> <value>
  *   median <row key> <variant> <value>
  *   rss <variant> <phase> <operation> <ms> <RSS MiB> <live requested MiB>
@@ -428,20 +494,23 @@ write_tsv(void)
     fprintf(f, "# bench_alloc --tsv: see the comment above write_tsv() in bench_alloc.c\n");
     fprintf(f, "meta\tmode\t%s\nmeta\treps\t%u\n", quick ? "quick" : "full", reps);
     fprintf(f, "meta\tload_before\t%.2f\nmeta\tload_after\t%.2f\n", load_before, load_after);
+    if (idle_s >= 0)
+        fprintf(f, "meta\tidle_s\t%g\nmeta\tidle_reps\t%u\n", idle_s,
+                idle_reps < reps ? idle_reps : reps);
     for (unsigned i = 0; i < nvariants; i++) {
         const struct variant *v = &variants[i];
         fprintf(f, "variant\t%s\t%s\t%s\t%s\n", v->name, tsv_text(v->desc),
                 v->failed ? "failed" : "ok", is_nbuf(v) ? "nbuf" : "peer");
         for (size_t w = 0; w < NWORKLOADS; w++) {
-            if (v->info[w][0])
-                fprintf(f, "info\t%s\t%s\t%s\n", v->name, workloads[w], tsv_text(v->info[w]));
+            for (unsigned k = 0; k < v->ninfo[w]; k++)
+                fprintf(f, "info\t%s\t%s\t%s\n", v->name, workloads[w], tsv_text(v->info[w][k]));
         }
     }
-    static const char *const target_names[] = {"none", "peer", "abs"};
+    static const char *const target_names[] = {"none", "peer", "abs", "abs+peer"};
     for (size_t r = 0; r < NROWS; r++) {
         if (only && strcmp(only, rows[r].workload) != 0)
             continue;
-        fprintf(f, "row\t%s\t%s\t%s\t%s\t%s\t%g\n", rows[r].key, rows[r].label, rows[r].unit,
+        fprintf(f, "row\t%s\t%s\t%s\t%s\t%s\t%g\n", rows[r].key, row_label(r), rows[r].unit,
                 rows[r].better == LOWER ? "lower" : "higher", target_names[rows[r].target],
                 rows[r].limit);
         for (unsigned i = 0; i < nvariants; i++) {
@@ -729,9 +798,11 @@ static void
 usage(void)
 {
     fprintf(stderr,
-            "usage: bench_alloc [--quick] [--reps N] [--only pairs|live|pc|rss] [--callgrind] [-v] "
-            "[--tsv FILE] [bench_alloc_<variant>...]\n"
+            "usage: bench_alloc [--quick] [--reps N] [--idle-reps N] [--only pairs|live|pc|rss] "
+            "[--callgrind] [-v] [--tsv FILE] [bench_alloc_<variant>...]\n"
             "  Runs every variant alternately and prints a Markdown table of medians.\n"
+            "  --idle-reps N: the first N runs of (d) idle before the trim (default 3; 3 s each,\n"
+            "  0.5 s in quick mode), the others trim at once.\n"
             "  --callgrind: instructions per operation of each variant under valgrind instead\n"
             "  (each pair size of (a), and (b); --only pairs|live narrows it).\n"
             "  --tsv FILE: also write every run, the medians and the RSS over the (d) trace\n"
@@ -757,7 +828,9 @@ main(int argc, char **argv)
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
             reps = (unsigned)atoi(argv[++i]);
             reps_set = true;
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--idle-reps") == 0 && i + 1 < argc)
+            idle_reps = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
         else if (strcmp(argv[i], "--tsv") == 0 && i + 1 < argc)
             tsv_path = argv[++i];
@@ -786,7 +859,7 @@ main(int argc, char **argv)
     /* Each variant names the allocator serving its malloc, or refuses. */
     int status = 0;
     for (unsigned i = 0; i < nvariants; i++) {
-        if (!run_variant(&variants[i], "check", NULL)) {
+        if (!run_variant(&variants[i], "check", NULL, false, false)) {
             variants[i].failed = true;
             status = 1;
         }
@@ -805,7 +878,8 @@ main(int argc, char **argv)
                 struct variant *v = &variants[(k + rep) % nvariants];
                 /* One RSS series per variant: the first run of (d). */
                 bool sample = tsv_path && rep == 0 && strcmp(workloads[w], "rss") == 0;
-                if (!v->failed && !run_variant(v, workloads[w], sample ? series_path : NULL)) {
+                if (!v->failed && !run_variant(v, workloads[w], sample ? series_path : NULL,
+                                               rep == 0, rep < idle_reps)) {
                     v->failed = true;
                     status = 1;
                 }
@@ -819,8 +893,8 @@ main(int argc, char **argv)
         printf("- %s: %s%s\n", variants[i].name, variants[i].desc,
                variants[i].failed ? " (FAILED or refused: not reported)" : "");
         for (size_t w = 0; w < NWORKLOADS; w++) {
-            if (variants[i].info[w][0])
-                printf("  - %s\n", variants[i].info[w]);
+            for (unsigned k = 0; k < variants[i].ninfo[w]; k++)
+                printf("  - %s\n", variants[i].info[w][k]);
         }
     }
     printf("\n");
@@ -828,6 +902,8 @@ main(int argc, char **argv)
     print_table(missed);
     printf("\n<nbuf variant> / best: its cost relative to the best peer (time, 1 / throughput, "
            "RSS); <= 1.00 meets. ");
+    if (!only || strcmp(only, "rss") == 0)
+        print_rss_targets();
     if (status)
         printf("Some variants failed or refused: see above and stderr.\n");
     else {

@@ -7,7 +7,9 @@
  * invocation and prints "key value" lines for the driver (bench_alloc.c). It refuses to run when
  * malloc is served by another allocator than the one it was built for. Every variant replays the
  * same fixed-seed traces. With --series FILE, workload (d) also appends its RSS over the trace to
- * FILE (for the plots of tests/bench/report.sh).
+ * FILE (for the plots of tests/bench/report.sh). Workload (d) ends with an idle of 3 s (0.5 s in
+ * quick mode, --idle MS to change) with no allocator call, to see what each allocator gives back
+ * on its own, before the trim.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -73,6 +75,10 @@
 #define TRACE_LEN (1u << 20)
 #define RING_SIZE 1024 /* power of two */
 #define SEED 0x6e62756662656e63ull
+#define IDLE_MS 3000      /* (d)'s idle before the trim: the SPEC's "idle of 3 s with no trim" */
+#define IDLE_QUICK_MS 500 /* the same in quick mode: short, but still there */
+#define IDLE_MAX_MS 60000
+#define IDLE_STEP_MS 100 /* one RSS sample per step of the idle */
 
 /* ---- the allocator under test: one object type, three calls ---- */
 
@@ -130,7 +136,8 @@ static struct {
     uint64_t iters;     /* 0: time-boxed */
     size_t size;        /* 0: every size of workload (a) */
     const char *series; /* (d): append RSS samples over the trace to this file */
-} opt;
+    int idle_ms;        /* (d): the idle before the trim; -1: IDLE_MS (IDLE_QUICK_MS if quick) */
+} opt = {.idle_ms = -1};
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
@@ -236,13 +243,17 @@ series_open(void)
 /* One tab-separated line: rss, variant, phase, operation, ms since the start, RSS and live
  * requested MiB (RSS is the whole process: the baseline is in the "start" sample). */
 static void
+series_line(const char *phase, uint64_t op, uint64_t t_ns, uint64_t rss_bytes, uint64_t live_bytes)
+{
+    fprintf(series, "rss\t%s\t%s\t%llu\t%.3f\t%.3f\t%.3f\n", VARIANT, phase, (unsigned long long)op,
+            (double)(t_ns - series_t0) / 1e6, mib((double)rss_bytes), mib((double)live_bytes));
+}
+
+static void
 series_sample(const char *phase, uint64_t op, uint64_t live_bytes)
 {
-    if (!series)
-        return;
-    fprintf(series, "rss\t%s\t%s\t%llu\t%.3f\t%.3f\t%.3f\n", VARIANT, phase, (unsigned long long)op,
-            (double)(now_ns() - series_t0) / 1e6, mib((double)statm_rss_bytes()),
-            mib((double)live_bytes));
+    if (series)
+        series_line(phase, op, now_ns(), statm_rss_bytes(), live_bytes);
 }
 
 static void
@@ -723,7 +734,7 @@ workload_pc(void)
     free(tr.size);
 }
 
-/* ---- (d) RSS over live requested bytes on a long random trace, then trim ---- */
+/* ---- (d) RSS over live requested bytes on a long random trace, then idle, then trim ---- */
 
 /* Write every page of [p, p + n) as a user filling the buffer would. */
 static void
@@ -732,6 +743,40 @@ touch_pages(uint8_t *p, size_t n)
     for (size_t off = 0; off < n; off += 4096)
         p[off] = 1;
     p[n - 1] = 1;
+}
+
+/*
+ * (d)'s idle: @idle_ms of sleep with no allocator call at all, so what RSS comes back is what the
+ * allocator returns by itself (a decay timer, a background thread), as a process that goes quiet
+ * after a burst would see. Nothing here can allocate: the clock, clock_nanosleep and the /proc
+ * reads (open, read, sscanf of integers) only; the samples wait in a static array and reach the
+ * series file (phase "idle", operation @op) after the idle. Returns the VmRSS at its end.
+ */
+static uint64_t
+idle_phase(unsigned idle_ms, uint64_t op)
+{
+    static struct {
+        uint64_t t_ns, rss;
+    } samples[IDLE_MAX_MS / IDLE_STEP_MS + 2];
+    unsigned n = 0;
+    uint64_t t0 = now_ns();
+    for (unsigned ms = 0;; ms += IDLE_STEP_MS) {
+        if (ms > idle_ms)
+            ms = idle_ms;
+        uint64_t due = t0 + (uint64_t)ms * 1000000u;
+        struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
+                              .tv_nsec = (long)(due % 1000000000u)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        samples[n].t_ns = now_ns();
+        samples[n++].rss = statm_rss_bytes();
+        if (ms == idle_ms)
+            break;
+    }
+    uint64_t rss = proc_status_bytes("VmRSS:");
+    for (unsigned k = 0; series && k < n; k++)
+        series_line("idle", op, samples[k].t_ns, samples[k].rss, 0);
+    return rss;
 }
 
 static void
@@ -798,6 +843,17 @@ workload_rss(void)
             series_sample("free", n + replacements + j + 1, left);
     }
     series_sample("free", n + replacements + n, 0);
+    /* Everything released: the idle, with no trim call yet (and no allocator call at all). */
+    unsigned idle_ms = opt.idle_ms >= 0 ? (unsigned)opt.idle_ms
+                       : opt.quick      ? IDLE_QUICK_MS
+                                        : IDLE_MS;
+    uint64_t rss_idle = idle_ms ? idle_phase(idle_ms, n + replacements + n) : 0;
+    if (idle_ms) {
+        char when[96];
+        snprintf(when, sizeof(when), "rss after free all + %.1f s idle, before the trim",
+                 idle_ms / 1e3);
+        print_pool_stats(when);
+    }
     allocator_trim();
     uint64_t rss1 = proc_status_bytes("VmRSS:");
     series_sample("trim", n + replacements + n, 0);
@@ -807,6 +863,14 @@ workload_rss(void)
     printf("d.live %.2f\n", mib((double)live_bytes));
     printf("d.start %.2f\n", mib((double)rss0));
     printf("d.hwm %.2f\n", mib((double)hwm));
+    if (idle_ms) {
+        /* The idle's length first: the driver names d.idle by it (quick mode idles less). */
+        printf("d.idle_s %.3f\n", idle_ms / 1e3);
+        printf("d.idle %.2f\n", mib((double)rss_idle - (double)rss0));
+        if (idle_ms != IDLE_MS)
+            printf("# %s idled %.1f s, not the SPEC's %.0f s (%s)\n", VARIANT, idle_ms / 1e3,
+                   IDLE_MS / 1e3, opt.idle_ms >= 0 ? "--idle" : "quick mode");
+    }
     printf("d.after %.2f\n", mib((double)rss1 - (double)rss0));
     free(live);
     free(sizes);
@@ -818,9 +882,11 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: bench_alloc_" VARIANT " check|pairs|live|pc|rss [--quick] "
-                    "[--iters N] [--size BYTES] [--series FILE]\n"
+                    "[--iters N] [--size BYTES] [--series FILE] [--idle MS]\n"
                     "  --iters N  fixed count instead of a time budget (for callgrind)\n"
-                    "  --series FILE  rss: append the RSS over the trace to FILE (TSV)\n");
+                    "  --series FILE  rss: append the RSS over the trace to FILE (TSV)\n"
+                    "  --idle MS  rss: idle after free all, before the trim (default 3000, quick "
+                    "500, 0: none)\n");
     exit(2);
 }
 
@@ -838,7 +904,13 @@ main(int argc, char **argv)
             opt.size = strtoull(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--series") == 0 && i + 1 < argc)
             opt.series = argv[++i];
-        else
+        else if (strcmp(argv[i], "--idle") == 0 && i + 1 < argc) {
+            char *end;
+            long ms = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || ms < 0 || ms > IDLE_MAX_MS)
+                usage();
+            opt.idle_ms = (int)ms;
+        } else
             usage();
     }
     const char *env = getenv("NBUF_BENCH_QUICK");

@@ -21,7 +21,7 @@
 #      the Markdown page.
 #
 # usage: bash tests/bench/report.sh [--quick] [--no-install] [--build DIR] [--out FILE.md]
-#   --quick       a smoke run (about half a minute of benchmarks) written to
+#   --quick       a smoke run (about a minute, most of it callgrind) written to
 #                 DIR/report-quick/benchmarks.md unless --out says otherwise, so
 #                 the committed report is not replaced by quick figures
 #   --no-install  never call apt-get (fail if something is missing)
@@ -30,7 +30,8 @@
 #                 (default docs/benchmarks.md, plots in docs/benchmarks/)
 # The raw output of every benchmark (human text and TSV) is kept in DIR/report/
 # (DIR/report-quick/ with --quick); report.py can redraw the page from it.
-# Full mode takes about 6 minutes of benchmarks on a 2-vCPU machine.
+# Full mode takes about 7 minutes of benchmarks on a 2-vCPU machine (the 3 s idles
+# of workload (d), 3 runs of 6 variants, are about one of them).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -139,12 +140,13 @@ if [ "$QUICK" = 1 ]; then
     run alloc "$B/bench_alloc" --quick --tsv "$DATA/alloc.tsv"
     run callgrind "$B/bench_alloc" --callgrind --tsv "$DATA/callgrind.tsv"
     run flush "$B/bench_flush" --quick --tsv "$DATA/flush.tsv"
-    run kv env N=50000 REPS=1 MEMORY_SPECS="1000:10000:50000 100000:200:2000" \
+    run kv env N=50000 REPS=1 \
+        MEMORY_SPECS="100:10000:50000 1000:10000:50000 20000:500:5000 100000:200:2000" \
         bash docs/examples/kv/bench.sh --tsv "$DATA/kv.tsv" "$BUILD/docs/examples/kv/nbuf-kv"
     run http env DURATION=1 REPS=1 \
         bash docs/examples/http/bench.sh --tsv "$DATA/http.tsv" "$BUILD/docs/examples/http/nbuf-http"
 else
-    run alloc "$B/bench_alloc" --reps 15 --tsv "$DATA/alloc.tsv"
+    run alloc "$B/bench_alloc" --reps 15 --idle-reps 3 --tsv "$DATA/alloc.tsv"
     run callgrind "$B/bench_alloc" --callgrind --tsv "$DATA/callgrind.tsv"
     run flush "$B/bench_flush" --tsv "$DATA/flush.tsv"
     run kv env N=500000 REPS=7 \
