@@ -298,6 +298,8 @@ struct nbuf_tcache *nbuf_tcache_get_slow_(struct nbuf_pool *p);
 struct nbuf *nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind);
 void nbuf_tcache_release_slow_(struct nbuf *b);
 void nbuf_tcache_flush_(struct nbuf_tcache *tc);
+/* What the bins of one thread hold at their start caps, in bytes. */
+uint64_t nbuf_tcache_min_budget_(const struct nbuf_pool *p);
 void nbuf_tcache_gc_(struct nbuf_tcache *tc);
 void nbuf_tcache_destroy_(struct nbuf_tcache *tc);
 void nbuf_tcache_destructor_(void *arg);

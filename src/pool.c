@@ -31,6 +31,7 @@ nbuf_pool_config_init(struct nbuf_pool_config *cfg)
     cfg->cache_max_size = 64u << 10;
     cfg->cache_large_bytes = 4u << 20;
     cfg->decay_ms = NBUF_DECAY_MS_DEFAULT;
+    cfg->cache_thread_bytes = 12u << 20;
     cfg->memory_limit = 0;
     cfg->max_buffer_size = (size_t)1 << 30;
     cfg->flags = 0;
@@ -91,6 +92,10 @@ pool_classes(struct nbuf_pool *p)
         if (usize <= p->cfg.cache_max_size)
             p->ncached = i + 1;
     }
+    /* The bins' byte budget per thread (tcache.c): at least their start. */
+    p->cache_budget = p->cfg.cache_thread_bytes;
+    if (p->cache_budget < nbuf_tcache_min_budget_(p))
+        p->cache_budget = nbuf_tcache_min_budget_(p);
     /* The large cache takes what the bins do not, up to the chunk size. */
     p->large_max = 0;
     if (p->cfg.cache_large_bytes && !(p->cfg.flags & NBUF_POOL_NO_CACHE) &&
@@ -509,6 +514,7 @@ default_pool_create(void)
     env_size("NBUF_CACHE_MAX_SIZE", &cfg.cache_max_size);
     env_size("NBUF_CACHE_LARGE", &cfg.cache_large_bytes);
     env_decay("NBUF_DECAY_MS", &cfg.decay_ms);
+    env_size("NBUF_CACHE_THREAD", &cfg.cache_thread_bytes);
     env_size("NBUF_MEMORY_LIMIT", &cfg.memory_limit);
     env_size("NBUF_MAX_BUFFER_SIZE", &cfg.max_buffer_size);
     const char *bk = getenv("NBUF_BACKING");

@@ -100,6 +100,8 @@ bounds(const struct nbuf_pool *p, struct nbuf_pool_stats *out)
         out->cache_bound_bytes += (uint64_t)nbuf_pool_cache_cap_(p, i) * nbuf_sz_usize_(i);
         out->stash_bound_bytes += (uint64_t)p->arenas[0].stash[i].cap * nbuf_sz_usize_(i);
     }
+    if (out->cache_bound_bytes > p->cache_budget)
+        out->cache_bound_bytes = p->cache_budget;
     if (p->large_max)
         out->cache_bound_bytes += p->cfg.cache_large_bytes;
     out->stash_bound_bytes *= p->narenas;

@@ -3,9 +3,14 @@
  * Thread caches: per thread and pool, a bounded LIFO list of ready pairs
  * (header with memory) per size class, so that the fast paths in buf.c are a
  * pop and a push. Misses fill half a bin from the bound arena in one lock
- * round; overflows flush the coldest half to the home arenas' stashes. A GC
- * pass (every 4096 fast releases of a class) moves half of each bin that
- * served no allocation since the last pass to the arena stashes. Caches are
+ * round; overflows flush the coldest half to the home arenas' stashes. A
+ * bin's cap starts small and doubles on a miss or an overflow, up to its
+ * class's cap, while the caps of all bins stay within the pool's byte budget
+ * (tcmalloc's slow start and per-thread cache size): so a thread parks what
+ * its pattern needs, and never more than the budget. A GC pass (every 4096
+ * fast releases) moves half of each bin that served no allocation since the
+ * last pass to the arena stashes and halves its cap, giving budget back to
+ * the bins in use. Caches are
  * flushed at thread exit (pthread key destructor); a thread that is exiting,
  * or that releases after its cache is gone, uses the arenas directly.
  */
@@ -57,16 +62,86 @@ nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin)
     return bin_count(bin);
 }
 
+/* ---- the byte budget ---- */
+
+/* A bin starts with room for this many bytes (at least one pair). */
+#define BIN_START_BYTES ((size_t)16 << 10)
+
+static unsigned
+bin_szind(const struct nbuf_tcache *tc, const struct nbuf_tcache_bin *bin)
+{
+    return (unsigned)(bin - tc->bins);
+}
+
+/* The cap a bin starts with. */
+static uint32_t
+bin_start(const struct nbuf_pool *p, unsigned szind)
+{
+    size_t usize = nbuf_sz_usize_(szind);
+    uint32_t start = BIN_START_BYTES / usize ? (uint32_t)(BIN_START_BYTES / usize) : 1;
+    uint32_t max = nbuf_pool_cache_cap_(p, szind);
+    return start < max ? start : max;
+}
+
+uint64_t
+nbuf_tcache_min_budget_(const struct nbuf_pool *p)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < p->ncached; i++)
+        sum += (uint64_t)bin_start(p, i) * nbuf_sz_usize_(i);
+    return sum;
+}
+
+/* Double @bin's cap, as far as its class's cap and the budget allow; false
+ * if it cannot grow at all. */
+static bool
+bin_grow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
+{
+    unsigned szind = bin_szind(tc, bin);
+    uint32_t max = nbuf_pool_cache_cap_(tc->pool, szind);
+    size_t usize = nbuf_sz_usize_(szind);
+    uint64_t grow = bin->cap ? bin->cap : 1;
+    if (grow > max - bin->cap)
+        grow = max - bin->cap;
+    if (grow > tc->budget / usize)
+        grow = tc->budget / usize;
+    if (!grow)
+        return false;
+    bin->cap += (uint32_t)grow;
+    NBUF_STORE_RELAXED(bin->room, bin->room + (uint32_t)grow);
+    tc->budget -= grow * usize;
+    return true;
+}
+
+/* Lower @bin's cap to @cap (not below what it holds, nor to 0). */
+static void
+bin_shrink(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t cap)
+{
+    uint32_t count = bin_count(bin);
+    if (cap < count)
+        cap = count;
+    if (cap == 0)
+        cap = 1;
+    if (cap >= bin->cap)
+        return;
+    uint32_t cut = bin->cap - cap;
+    bin->cap = cap;
+    NBUF_STORE_RELAXED(bin->room, bin->room - cut);
+    tc->budget += (uint64_t)cut * nbuf_sz_usize_(bin_szind(tc, bin));
+}
+
 static struct nbuf_tcache *
 tcache_new(struct nbuf_pool *p)
 {
     struct nbuf_tcache *tc = calloc(1, sizeof(*tc));
     if (!tc)
         return NULL;
+    tc->budget = p->cache_budget;
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_tcache_bin *bin = &tc->bins[i];
-        bin->cap = nbuf_pool_cache_cap_(p, i);
+        bin->cap = bin_start(p, i);
         bin->room = bin->cap;
+        tc->budget -= (uint64_t)bin->cap * nbuf_sz_usize_(i);
     }
     tc->pool = p;
     tc->key = atomic_fetch_add(&next_tcache_key, 1);
@@ -136,6 +211,23 @@ bin_flush(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t n, bool 
             k = 0;
         }
     }
+}
+
+/* A full bin takes one more pair. If it served allocations since its last
+ * overflow, the class cycles through it: grow. If not, the thread is only
+ * releasing this class (a burst ending, a consumer): flush a batch and
+ * halve the cap, so that a burst leaves little parked behind. */
+static void
+bin_overflow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
+{
+    unsigned szind = bin_szind(tc, bin);
+    bool cycling = (uint32_t)bin->nalloc != tc->ovf_nalloc[szind];
+    tc->ovf_nalloc[szind] = (uint32_t)bin->nalloc;
+    if (cycling && bin_grow(tc, bin))
+        return;
+    bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
+    if (!cycling) /* leaving room for the pair being released */
+        bin_shrink(tc, bin, bin->cap / 2 > bin_count(bin) ? bin->cap / 2 : bin_count(bin) + 1);
 }
 
 static void
@@ -262,8 +354,11 @@ nbuf_tcache_gc_(struct nbuf_tcache *tc)
         uint32_t count = bin_count(bin);
         /* To the stash, not the chunks: another thread may want them, and
          * breaking pairs into bitmap bits only to rebuild them is costly. */
-        if (count && (uint32_t)bin->nalloc == tc->gc_nalloc[i])
-            bin_flush(tc, bin, (count + 1) / 2, true);
+        if ((uint32_t)bin->nalloc == tc->gc_nalloc[i]) {
+            if (count)
+                bin_flush(tc, bin, (count + 1) / 2, true);
+            bin_shrink(tc, bin, bin->cap / 2);
+        }
         tc->gc_nalloc[i] = (uint32_t)bin->nalloc;
     }
     /* Large pairs are few and big: an idle interval returns them all. */
@@ -361,6 +456,8 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
         nbuf_tcache_gc_(tc);
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
+    if (!bin->head)
+        bin_grow(tc, bin); /* a miss: this class is in demand */
     if (bin->cap == 0) {
         if (!fill(p, tc->arena, szind, &h, 1))
             return NULL;
@@ -386,7 +483,8 @@ nbuf_tcache_release_slow_(struct nbuf *b)
     struct nbuf_pool *p = b->pool;
     struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);
     unsigned szind = b->szind;
-    if (!tc || szind >= p->ncached || tc->bins[szind].cap == 0) {
+    if (!tc || szind >= p->ncached ||
+        (tc->bins[szind].cap == 0 && !bin_grow(tc, &tc->bins[szind]))) {
         nbuf_pairs_free_(p, &b, 1, false);
         return;
     }
@@ -395,7 +493,7 @@ nbuf_tcache_release_slow_(struct nbuf *b)
         nbuf_tcache_stage_(tc, b);
     } else {
         if (bin_count(bin) >= bin->cap)
-            bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
+            bin_overflow(tc, bin);
         nbuf_tcache_bin_push_(tc, bin, b);
         bin_set_count(bin, bin_count(bin) + 1);
     }
@@ -461,6 +559,14 @@ nbuf_header_free_(struct nbuf *h)
 bool
 nbuf_tcache_check_(const struct nbuf_tcache *tc)
 {
+    uint64_t caps = 0;
+    for (unsigned i = 0; i < tc->pool->ncached; i++) {
+        if (tc->bins[i].cap > nbuf_pool_cache_cap_(tc->pool, i))
+            return false;
+        caps += (uint64_t)tc->bins[i].cap * nbuf_sz_usize_(i);
+    }
+    if (caps + tc->budget != tc->pool->cache_budget)
+        return false;
     for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
         const struct nbuf_tcache_bin *bin = &tc->bins[i];
         uint32_t n = 0;

@@ -318,7 +318,8 @@ struct nbuf_tcache_bin {
     uint64_t nalloc;   /* fast-path pops (statistics) */
     uint64_t nrelease; /* fast-path pushes (statistics) */
     uint32_t room;     /* free places: the release fast path's one test */
-    uint32_t cap;      /* 0 with NBUF_POOL_NO_CACHE or above cache_max_size */
+    uint32_t cap;      /* now; grows on demand up to nbuf_pool_cache_cap_ (0
+                          with NBUF_POOL_NO_CACHE or above cache_max_size) */
 };
 
 /*
@@ -388,7 +389,11 @@ struct nbuf_tcache {
     struct nbuf_tstats st;
     struct nbuf *headers; /* bare headers for views, linked through root */
     uint32_t nheaders;
-    uint32_t gc_nalloc[NBUF_NCLASSES]; /* bin nalloc at the last GC pass */
+    uint32_t gc_nalloc[NBUF_NCLASSES];  /* bin nalloc at the last GC pass */
+    uint32_t ovf_nalloc[NBUF_NCLASSES]; /* and at the bin's last overflow */
+    /* Bytes the bins' caps may still grow by: the caps of all bins, times
+     * their class sizes, never exceed the pool's cache_budget. */
+    uint64_t budget;
     struct nbuf_large_cache large;
     struct nbuf_remote_stage stage;
     struct nbuf_tcache_bin bins[NBUF_NCLASSES];
@@ -457,10 +462,11 @@ struct nbuf_pool {
     struct nbuf_pool_config cfg;
     unsigned lg_page;
     unsigned chunk_pages;
-    unsigned nsmall;   /* classes served from subpages */
-    unsigned nclasses; /* classes served from the pool (<= chunk_size) */
-    unsigned ncached;  /* classes with a thread cache bin */
-    size_t large_max;  /* largest request the large cache serves (0: none) */
+    unsigned nsmall;       /* classes served from subpages */
+    unsigned nclasses;     /* classes served from the pool (<= chunk_size) */
+    unsigned ncached;      /* classes with a thread cache bin */
+    size_t large_max;      /* largest request the large cache serves (0: none) */
+    uint64_t cache_budget; /* bytes one thread's bins may hold (tcache.c) */
     unsigned header_szind;
     uint8_t slow_alloc; /* any flag that forces the slow allocation path */
     uint8_t buf_slow;   /* value of nbuf::slow for new buffers */

@@ -512,13 +512,14 @@ Test(pool, memory_limit_trim_retry_then_enomem)
         t_pool_done(p);
         cr_skip("needs thread caches");
     }
-    /* Chunk 1 filled by 16 x 64 KiB that end up idle in the thread cache and
+    /* Chunk 1 filled by 15 x 64 KiB that end up idle in the thread cache and
      * the arena stash (both bounded by bytes, so some go back to the chunk;
-     * what stays keeps chunk 1 from being empty). */
-    struct nbuf *c[16];
-    for (unsigned i = 0; i < 16; i++)
+     * what stays keeps chunk 1 from being empty). The bin's fills grow
+     * (1, 2, 4, 4, 4 pairs): 15 allocations take exactly 15 pairs. */
+    struct nbuf *c[15];
+    for (unsigned i = 0; i < 15; i++)
         cr_assert_not_null(c[i] = nbuf_alloc(p, 65536));
-    for (unsigned i = 0; i < 16; i++)
+    for (unsigned i = 0; i < 15; i++)
         nbuf_release(c[i]);
     cr_assert_eq(t_stats(p).chunks, 1);
     cr_assert_gt(t_stats(p).cached_bytes, 0);
@@ -581,13 +582,14 @@ Test(pool, memory_limit_huge_trim_retry)
     struct nbuf_pool_config cfg = cfg_of(8192, 1u << 20, 1, 0);
     cfg.memory_limit = 3u << 20;
     struct nbuf_pool *p = t_pool_new(&cfg);
-    /* Two chunks of idle memory: cached pairs and the empty spare. */
-    struct nbuf *c[16];
-    for (unsigned i = 0; i < 16; i++)
+    /* Two chunks of idle memory: cached pairs and the empty spare (15
+     * allocations take 15 pairs, as above). */
+    struct nbuf *c[15];
+    for (unsigned i = 0; i < 15; i++)
         cr_assert_not_null(c[i] = nbuf_alloc(p, 65536));
     struct nbuf *x = nbuf_alloc(p, 1u << 20);
     cr_assert_not_null(x);
-    for (unsigned i = 0; i < 16; i++)
+    for (unsigned i = 0; i < 15; i++)
         nbuf_release(c[i]);
     nbuf_release(x);
     cr_assert_eq(t_stats(p).chunks, 2);

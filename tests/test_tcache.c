@@ -920,3 +920,102 @@ Test(tcache, consumer_releases_go_home_in_batches)
     free(v);
     t_pool_done(p);
 }
+
+/* ---- the byte budget ---- */
+
+static uint64_t
+bins_bytes(const struct nbuf_pool *p, const struct nbuf_tcache *tc)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < p->ncached; i++)
+        sum += (uint64_t)nbuf_tcache_bin_count_(&tc->bins[i]) * nbuf_sz_usize_(i);
+    return sum;
+}
+
+/* A class that cycles through its bin (releases and allocations
+ * interleaved: a window of buffers in flight) grows the bin's cap, up to the
+ * class's cap. */
+Test(tcache, cycling_class_grows_its_bin)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    unsigned szind = nbuf_sz_index_(16384);
+    enum { WINDOW = 96 };
+    struct nbuf *v[WINDOW];
+    cr_assert_not_null(v[0] = nbuf_alloc(p, 16384));
+    struct nbuf_tcache *tc = my_tcache(p);
+    uint32_t start = tc->bins[szind].cap;
+    for (unsigned i = 1; i < WINDOW; i++)
+        cr_assert_not_null(v[i] = nbuf_alloc(p, 16384));
+    /* Release in bursts of 40 and allocate them back: each burst overflows
+     * the bin after allocations, so the class cycles. */
+    for (unsigned round = 0; round < 16; round++) {
+        for (unsigned i = 0; i < 40; i++)
+            nbuf_release(v[(round * 40 + i) % WINDOW]);
+        for (unsigned i = 0; i < 40; i++)
+            cr_assert_not_null(v[(round * 40 + i) % WINDOW] = nbuf_alloc(p, 16384));
+    }
+    uint32_t cap = tc->bins[szind].cap;
+    cr_assert_gt(cap, start, "cap %u did not grow from %u", cap, start);
+    cr_assert_eq(cap, nbuf_pool_cache_cap_(p, szind), "cap %u, class cap %u", cap,
+                 nbuf_pool_cache_cap_(p, szind));
+    cr_assert(nbuf_tcache_check_(tc));
+    for (unsigned i = 0; i < WINDOW; i++)
+        nbuf_release(v[i]);
+    t_pool_done(p);
+}
+
+/* A burst of releases with no allocation between them halves the bins it
+ * overflows: what stays parked is a fraction of what was released. */
+Test(tcache, release_burst_leaves_little_parked)
+{
+    struct nbuf_pool *p = cached_pool(1);
+    enum { N = 4000 };
+    struct nbuf **v = calloc(N, sizeof(*v));
+    uint64_t r = 7, bytes = 0;
+    for (unsigned i = 0; i < N; i++) {
+        v[i] = nbuf_alloc(p, 64 + t_rand(&r) % 32768);
+        cr_assert_not_null(v[i]);
+        bytes += v[i]->capacity;
+    }
+    for (unsigned i = 0; i < N; i++)
+        nbuf_release(v[i]);
+    struct nbuf_tcache *tc = my_tcache(p);
+    uint64_t parked = bins_bytes(p, tc);
+    cr_assert_lt(parked, bytes / 8, "%llu of %llu bytes parked in the bins",
+                 (unsigned long long)parked, (unsigned long long)bytes);
+    free(v);
+    t_pool_done(p);
+}
+
+/* However the classes cycle, the bins' caps stay within cache_thread_bytes
+ * (nbuf_tcache_check_ checks caps + budget = the pool's budget), and stats
+ * report the bound. */
+Test(tcache, bins_stay_within_the_thread_budget)
+{
+    if (t_bypass())
+        cr_skip("pooled layout");
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.cache_thread_bytes = 2u << 20;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    if (p->cfg.flags & (NBUF_POOL_NO_CACHE | NBUF_POOL_CHECKED)) {
+        t_pool_done(p);
+        cr_skip("thread caches disabled by the environment");
+    }
+    struct nbuf *v[256];
+    uint64_t r = 3;
+    for (unsigned round = 0; round < 200; round++) {
+        size_t size = 64 + t_rand(&r) % 65000;
+        unsigned n = 1 + (unsigned)(t_rand(&r) % 256);
+        for (unsigned i = 0; i < n; i++)
+            cr_assert_not_null(v[i] = nbuf_alloc(p, size));
+        for (unsigned i = 0; i < n; i++)
+            nbuf_release(v[i]);
+        struct nbuf_tcache *tc = my_tcache(p);
+        cr_assert_leq(bins_bytes(p, tc), p->cache_budget, "round %u", round);
+    }
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_leq(st.cache_bound_bytes, (2u << 20) + p->cfg.cache_large_bytes);
+    t_pool_done(p);
+}

@@ -111,10 +111,16 @@ struct nbuf_pool_config {
      *  does); default NBUF_DECAY_MS_DEFAULT. Memory from a custom backing is
      *  never purged (it may not be private anonymous memory). */
     int decay_ms;
+    /** Bytes one thread's cache bins may hold in all: each bin's cap starts
+     *  small and doubles when its class cycles through it, up to
+     *  cache_small_count / cache_normal_count, within this budget; a bin
+     *  only released into (a burst ending) halves instead, so a burst leaves
+     *  little parked. Default 12 MiB (at least the bins' start, ~1 MiB). */
+    size_t cache_thread_bytes;
 };
 
 /** Default nbuf_pool_config::decay_ms (docs/design.md says why). */
-#define NBUF_DECAY_MS_DEFAULT 1000
+#define NBUF_DECAY_MS_DEFAULT 500
 
 /**
  * Fill @p cfg with the defaults listed at each field.
