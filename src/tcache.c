@@ -64,8 +64,10 @@ nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin)
 
 /* ---- the byte budget ---- */
 
-/* A bin starts with room for this many bytes (at least one pair). */
+/* A bin starts with room for this many bytes (at least one pair); misses
+ * alone grow it up to MISS_GROW_BYTES. */
 #define BIN_START_BYTES ((size_t)16 << 10)
+#define MISS_GROW_BYTES ((uint64_t)64 << 10)
 
 static unsigned
 bin_szind(const struct nbuf_tcache *tc, const struct nbuf_tcache_bin *bin)
@@ -214,20 +216,35 @@ bin_flush(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t n, bool 
 }
 
 /* A full bin takes one more pair. If it served allocations since its last
- * overflow, the class cycles through it: grow. If not, the thread is only
- * releasing this class (a burst ending, a consumer): flush a batch and
- * halve the cap, so that a burst leaves little parked behind. */
+ * overflow or the last GC pass, the class cycles through it: grow. If not,
+ * flush a batch; and
+ * from the second such overflow in a row (the thread only releases this
+ * class: a burst ending, a consumer) keep a quarter and cut the cap to it,
+ * so that a burst
+ * leaves little parked while a batch of releases (up to 1.5 caps) does not
+ * shrink a bin that its allocations will refill. */
 static void
 bin_overflow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
 {
     unsigned szind = bin_szind(tc, bin);
-    bool cycling = (uint32_t)bin->nalloc != tc->ovf_nalloc[szind];
-    tc->ovf_nalloc[szind] = (uint32_t)bin->nalloc;
-    if (cycling && bin_grow(tc, bin))
+    uint32_t nalloc = (uint32_t)bin->nalloc;
+    bool cycling = nalloc != tc->ovf_nalloc[szind] || nalloc != tc->gc_nalloc[szind];
+    tc->ovf_nalloc[szind] = nalloc;
+    if (cycling) {
+        tc->ovf_idle[szind] = 0;
+        if (bin_grow(tc, bin))
+            return;
+    } else if (tc->ovf_idle[szind] < UINT8_MAX) {
+        tc->ovf_idle[szind]++;
+    }
+    if (tc->ovf_idle[szind] < 2) {
+        bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
         return;
-    bin_flush(tc, bin, nbuf_tcache_bin_batch_(bin), true);
-    if (!cycling) /* leaving room for the pair being released */
-        bin_shrink(tc, bin, bin->cap / 2 > bin_count(bin) ? bin->cap / 2 : bin_count(bin) + 1);
+    }
+    /* Keep a quarter, and room for the pair being released. */
+    uint32_t keep = bin->cap / 4;
+    bin_flush(tc, bin, bin_count(bin) - keep, true);
+    bin_shrink(tc, bin, keep + 1);
 }
 
 static void
@@ -456,8 +473,12 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
         nbuf_tcache_gc_(tc);
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
-    if (!bin->head)
-        bin_grow(tc, bin); /* a miss: this class is in demand */
+    /* A miss: this class is in demand. Grow until a fill is worth its lock
+     * round (MISS_GROW_BYTES); beyond that only a class that also comes back
+     * (an overflow after allocations) grows, so a thread that only allocates
+     * (a producer) keeps few pairs in its bins. */
+    if (!bin->head && (uint64_t)bin->cap * nbuf_sz_usize_(szind) < MISS_GROW_BYTES)
+        bin_grow(tc, bin);
     if (bin->cap == 0) {
         if (!fill(p, tc->arena, szind, &h, 1))
             return NULL;

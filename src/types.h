@@ -391,6 +391,7 @@ struct nbuf_tcache {
     uint32_t nheaders;
     uint32_t gc_nalloc[NBUF_NCLASSES];  /* bin nalloc at the last GC pass */
     uint32_t ovf_nalloc[NBUF_NCLASSES]; /* and at the bin's last overflow */
+    uint8_t ovf_idle[NBUF_NCLASSES];    /* overflows in a row with no allocation */
     /* Bytes the bins' caps may still grow by: the caps of all bins, times
      * their class sizes, never exceed the pool's cache_budget. */
     uint64_t budget;
