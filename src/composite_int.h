@@ -9,6 +9,7 @@
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H
 
+#include "copy.h"
 #include "internal.h"
 
 /*
@@ -155,44 +156,6 @@ nbuf_composite_pop_front_(struct nbuf_composite *c)
     c->head = (c->head + 1) & c->mask;
     if (!--c->count)
         nbuf_composite_uncursor_(c);
-}
-
-/* memcpy of small pieces (add_iov, the flush's staging copy). */
-/* 1 <= n <= 64 bytes: two overlapping fixed-size moves, no loop, no call. */
-static inline void
-nbuf_copy_1_64_(uint8_t *d, const uint8_t *s, size_t n)
-{
-    if (n >= 16) {
-        if (n > 32) {
-            memcpy(d, s, 32);
-            memcpy(d + n - 32, s + n - 32, 32);
-        } else {
-            memcpy(d, s, 16);
-            memcpy(d + n - 16, s + n - 16, 16);
-        }
-    } else if (n >= 8) {
-        memcpy(d, s, 8);
-        memcpy(d + n - 8, s + n - 8, 8);
-    } else if (n >= 4) {
-        memcpy(d, s, 4);
-        memcpy(d + n - 4, s + n - 4, 4);
-    } else {
-        d[0] = s[0];
-        d[n / 2] = s[n / 2];
-        d[n - 1] = s[n - 1];
-    }
-}
-
-/* Out of line, so a copy loop keeps its registers for the common case. */
-void nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n);
-
-static inline void
-nbuf_copy_small_(uint8_t *d, const uint8_t *s, size_t n)
-{
-    if (likely(n - 1 < 64))
-        nbuf_copy_1_64_(d, s, n);
-    else if (n)
-        nbuf_copy_call_(d, s, n);
 }
 
 /* ---- composite.c ---- */
