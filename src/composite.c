@@ -5,14 +5,14 @@
  * the component ring (reserve, push, consume, shrink), new/free, every way of
  * adding (with overflow checks and reference sharing between consecutive
  * slices of one buffer) and the invariant check of composite_int.h. Reading
- * is in composite_read.c, framing in composite_frame.c, read_fd in
- * composite_recv.c, the flush in flush.c.
+ * is in composite_read.c, framing in composite_frame.c; read_fd
+ * (composite_recv.c) and the flush (flush.c) use it through composite_io.h.
  */
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "composite_int.h"
+#include "composite_io.h"
 
 /* Tails (the pooled buffers copies are packed into) start at TAIL_MIN bytes
  * and double each time one fills, up to TAIL_MAX: the largest size class the
@@ -170,6 +170,16 @@ nbuf_composite_consume_(struct nbuf_composite *c, size_t n)
     nbuf_assert_expensive(nbuf_composite_check_(c));
 }
 
+void
+nbuf_composite_replace_front_(struct nbuf_composite *c, struct nbuf *b)
+{
+    nbuf_assert(c->count && b->writer <= nbuf_comp_at_(c, 0)->len);
+    /* Releases the region if those bytes were all of it. */
+    nbuf_composite_consume_(c, b->writer);
+    struct nbuf_comp_ mc = {.len = b->writer, .off = 0, .buf = b, .nref = 1};
+    nbuf_composite_push_front_(c, &mc);
+}
+
 NBUF_EXPORT int
 nbuf_composite_discard_read(struct nbuf_composite *c)
 {
@@ -219,7 +229,7 @@ nbuf_composite_new(struct nbuf_pool *p)
     c->mask = NBUF_COMP_INLINE - 1;
     c->pool = p;
     c->tail_size = TAIL_MIN;
-    c->rd_idx = NBUF_READ_INITIAL;
+    c->rd.idx = NBUF_READ_INITIAL;
     return c;
 }
 
@@ -268,17 +278,6 @@ reserve1(struct nbuf_composite *c)
     return likely(c->count <= c->mask) ? 0 : nbuf_composite_reserve_(c, 1);
 }
 
-/* The last component when it is the tail's run ending at the tail's writer
- * index (copies pack behind it), else NULL. A file's pointer never equals a
- * buffer's: no is_file test needed. */
-static inline struct nbuf_comp_ *
-tail_run(const struct nbuf_composite *c)
-{
-    struct nbuf *t = c->tail;
-    struct nbuf_comp_ *last = nbuf_comp_last_(c);
-    return t && last && last->buf == t && last->off + last->len == t->writer ? last : NULL;
-}
-
 /* Point the copy cursor behind @run, the tail's run (the last component). */
 static inline void
 cursor_set(struct nbuf_composite *c, struct nbuf_comp_ *run)
@@ -299,7 +298,7 @@ static int
 tail_copy(struct nbuf_composite *c, const void *src, size_t n)
 {
     struct nbuf *t = c->tail;
-    struct nbuf_comp_ *run = tail_run(c);
+    struct nbuf_comp_ *run = nbuf_composite_tail_run_(c);
     int err;
     if (run && t->capacity - t->writer >= n) {
         memcpy(t->mem + t->writer, src, n);
@@ -809,5 +808,5 @@ nbuf_composite_check_(const struct nbuf_composite *c)
             c->cur_end != (uintptr_t)(t->mem + t->capacity))
             return false;
     }
-    return c->rd_idx < NBUF_READ_SIZES;
+    return c->rd.idx < NBUF_READ_SIZES;
 }

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Composite internals shared by composite.c (the container: ring, adding),
- * composite_read.c (lookups, reads), composite_frame.c (framing),
- * composite_recv.c (read_fd) and flush.c (writev/sendfile): the component
- * ring, its inline accessors and the few helpers those files share. Tests
- * include it too.
+ * Composite internals shared by the composite layer's files: composite.c
+ * (the container: ring, adding), composite_read.c (lookups, reads),
+ * composite_frame.c (framing). The component ring, its inline accessors and
+ * the few helpers those files share. Calls buffers (internal.h) and copy.h.
+ * The IO layer uses composite_io.h instead; tests include this too.
  */
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H
@@ -52,6 +52,13 @@ struct nbuf_comp_ {
     uint8_t is_file;
 };
 
+/* read_fd's adaptive read size (composite_recv.c's, through
+ * nbuf_composite_read_adapt_()): idx < NBUF_READ_SIZES. */
+struct nbuf_read_adapt_ {
+    uint8_t idx;   /* of the next read size */
+    uint8_t small; /* consecutive reads that fit the next smaller size */
+};
+
 /* Components stored in the composite itself before the ring is malloc'd. */
 #define NBUF_COMP_INLINE 4
 
@@ -86,8 +93,7 @@ struct nbuf_composite {
     struct nbuf_pool *pool;
     struct nbuf *tail;
     uint32_t tail_size; /* capacity of the next add_copy tail */
-    uint8_t rd_idx;     /* read_fd: index of the next read size */
-    uint8_t rd_small;   /* read_fd: consecutive small reads */
+    struct nbuf_read_adapt_ rd;
     /* add_slice's fast path packs small slices at cur (see Invariants). */
     struct nbuf_comp_ *run;
     uintptr_t cur, cur_end;
@@ -95,7 +101,8 @@ struct nbuf_composite {
 };
 
 /* read_fd's size table (composite_recv.c): its length, and the index a new
- * composite starts at (2 KiB). */
+ * composite starts at (2 KiB). The composite layer owns both numbers: it
+ * starts and checks rd.idx. */
 #define NBUF_READ_SIZES ((uint8_t)11)
 #define NBUF_READ_INITIAL 5
 
@@ -158,6 +165,17 @@ nbuf_composite_pop_front_(struct nbuf_composite *c)
         nbuf_composite_uncursor_(c);
 }
 
+/* The last component when it is the tail's run ending at the tail's writer
+ * index (copies pack behind it), else NULL. A file's pointer never equals a
+ * buffer's: no is_file test needed. */
+static inline struct nbuf_comp_ *
+nbuf_composite_tail_run_(const struct nbuf_composite *c)
+{
+    struct nbuf *t = c->tail;
+    struct nbuf_comp_ *last = nbuf_comp_last_(c);
+    return t && last && last->buf == t && last->off + last->len == t->writer ? last : NULL;
+}
+
 /* ---- composite.c ---- */
 /* Consume @n <= total bytes from the front, releasing emptied components. */
 void nbuf_composite_consume_(struct nbuf_composite *c, size_t n);
@@ -179,14 +197,5 @@ size_t nbuf_composite_find_slot_(const struct nbuf_composite *c, size_t off);
 /* Copy readable bytes [off, off + n) (in range) to @dst: 0, -EIO or -ESPIPE
  * (a file region that ends early or is a pipe). */
 int nbuf_composite_copy_out_(const struct nbuf_composite *c, size_t off, void *dst, size_t n);
-
-/* ---- composite_recv.c ---- */
-/* Test hook: the size the next read_fd offers. */
-size_t nbuf_composite_next_read_size_(const struct nbuf_composite *c);
-
-/* ---- flush.c ---- */
-/* Components up to this many bytes are coalesced by the flush (tests may
- * change it; 0 disables coalescing). */
-extern size_t nbuf_flush_coalesce_max_;
 
 #endif /* NBUF_COMPOSITE_INT_H */

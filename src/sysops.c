@@ -40,10 +40,8 @@ struct nbuf_sys_ops_ nbuf_sys_ = SYS_DEFAULTS;
 /* ---- SIGPIPE ---- */
 
 void
-nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
+nbuf_sigpipe_block_(struct nbuf_sigpipe_guard_ *g)
 {
-    if (g->checked)
-        return;
     g->checked = true;
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
@@ -59,10 +57,8 @@ nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
 }
 
 void
-nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g)
+nbuf_sigpipe_restore_(struct nbuf_sigpipe_guard_ *g)
 {
-    if (!g->active)
-        return;
     int saved = errno;
     sigset_t set;
     sigemptyset(&set);

@@ -51,7 +51,23 @@ struct nbuf_sigpipe_guard_ {
     sigset_t old;
 };
 
-void nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g);
-void nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g);
+/* The work of enter and leave (sysops.c), once per call each at most. */
+void nbuf_sigpipe_block_(struct nbuf_sigpipe_guard_ *g);
+void nbuf_sigpipe_restore_(struct nbuf_sigpipe_guard_ *g);
+
+/* Inline tests, so a call that needed no guard pays no call for it. */
+static inline void
+nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (!g->checked)
+        nbuf_sigpipe_block_(g);
+}
+
+static inline void
+nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (g->active)
+        nbuf_sigpipe_restore_(g);
+}
 
 #endif /* NBUF_SYSOPS_H */
