@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Composite internals shared by the composite layer's files: composite.c
- * (the container: ring, adding), composite_read.c (lookups, reads),
- * composite_frame.c (framing). The component ring, its inline accessors and
- * the few helpers those files share. Calls buffers (internal.h) and copy.h.
- * The IO layer uses composite_io.h instead; tests include this too.
+ * (the container: ring, file regions, life cycle), composite_add.c (adding),
+ * composite_read.c (lookups, reads), composite_frame.c (framing). The
+ * component ring, its inline accessors and the few helpers those files
+ * share. Calls buffers (internal.h) and copy.h. The IO layer uses
+ * composite_io.h instead; tests include this too.
  */
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H
@@ -165,6 +166,25 @@ nbuf_composite_pop_front_(struct nbuf_composite *c)
         nbuf_composite_uncursor_(c);
 }
 
+/* Tails (the pooled buffers copies are packed into) start at NBUF_TAIL_MIN
+ * bytes and double each time one fills, up to NBUF_TAIL_MAX: the largest
+ * size class the thread caches keep by default, so a frame of copied slices
+ * takes a tail or two rather than one per 4 KiB. A drained composite keeps
+ * a tail of at most NBUF_TAIL_KEEP bytes, so an idle one pins little. */
+#define NBUF_TAIL_MIN 256
+#define NBUF_TAIL_MAX ((size_t)64 << 10)
+#define NBUF_TAIL_KEEP 4096
+
+/* No component and no view holds the tail any more, only c->tail: its bytes
+ * are nobody's, so copies may be packed again from its start, while that
+ * memory is still hot in cache. Acquire pairs with the release of the last
+ * other reference: whatever read those bytes is done with them. */
+static inline bool
+nbuf_composite_tail_idle_(struct nbuf *t)
+{
+    return atomic_load_explicit(&t->refcnt, memory_order_acquire) == 1;
+}
+
 /* The last component when it is the tail's run ending at the tail's writer
  * index (copies pack behind it), else NULL. A file's pointer never equals a
  * buffer's: no is_file test needed. */
@@ -177,6 +197,11 @@ nbuf_composite_tail_run_(const struct nbuf_composite *c)
 }
 
 /* ---- composite.c ---- */
+/* A file region's descriptor for a dup of @fd with one reference: 0 or
+ * -errno. Components drop their references with nbuf_comp_release_(). */
+int nbuf_cfile_new_(int fd, struct nbuf_cfile_ **out);
+/* Drop the references a component owns. */
+void nbuf_comp_release_(struct nbuf_comp_ *cp);
 /* Consume @n <= total bytes from the front, releasing emptied components. */
 void nbuf_composite_consume_(struct nbuf_composite *c, size_t n);
 /* Make room for @more components (amortized doubling): 0 or -ENOMEM. */
@@ -184,11 +209,13 @@ int nbuf_composite_reserve_(struct nbuf_composite *c, size_t more);
 /* Put @cp in front of the first component (room reserved); it takes cp's
  * references. */
 void nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp);
+/* Full invariant check (tests, fuzzers, expensive asserts). */
+bool nbuf_composite_check_(const struct nbuf_composite *c);
+
+/* ---- composite_add.c ---- */
 /* Slices of at most this many bytes are copied by add_slice and add (tests
  * may change it; 0 references every slice). */
 extern size_t nbuf_composite_slice_copy_max_;
-/* Full invariant check (tests, fuzzers, expensive asserts). */
-bool nbuf_composite_check_(const struct nbuf_composite *c);
 
 /* ---- composite_read.c ---- */
 /* The slot of the component holding readable byte @off (< total); moves the
