@@ -2,20 +2,26 @@
 # SPDX-License-Identifier: MIT
 """Check that no file in src/ includes or calls a layer above its own.
 
-The layers, the arrows allowed to run back up for now and the files allowed
-over the line limit are listed in tools/layers.txt (read it first). From each
-src/*.c the script takes the nbuf_* functions and variables it defines
-(non-static), and from the headers the nbuf_* inline functions and macros
-(owned by the file whose "---- x.c ----" section holds them, else by the
-header). An arrow is a file using a symbol another file owns, or including
-a header; it is a violation when it goes from a lower layer to a higher one
-and tools/layers.txt does not allow it. An allowed arrow that no longer
-exists is a failure too, so the list only shrinks.
+The layers, the arrows allowed for now and the files allowed over the line
+limit are listed in tools/layers.txt (read it first). From each src/*.c the
+script takes the nbuf_* functions and variables it defines (non-static),
+and from the headers the nbuf_* inline functions and macros (owned by the
+file whose "---- x.c ----" section holds them, else by the header). An
+arrow is a file using a symbol another file owns (a call, a read, an
+inline function or macro expanded, a header declaring it) or including a
+header. (Functions a macro generates, like the typed reads, are not seen:
+nothing inside nbuf calls them.) It fails on:
+- an arrow from a lower layer to a higher one that layers.txt does not
+  allow, and an allowed arrow that no longer exists (so the list shrinks);
+- a cycle of files through code (calls, inline functions, macros), leaving
+  out the allowed arrows;
+- a use of a layer past the interface layers.txt gives it;
+- a file over max-lines lines that layers.txt does not list.
+Each failure names the arrow, the symbol and the file:line of a use.
 
 Usage: tools/check-layers.py [--root DIR] [--graph]
-  --graph  also print every arrow between two files (with one symbol each)
-Exit status: 0 clean, 1 violations (each with the file:line of a use), 2 a
-bad layers.txt or a file it does not place.
+  --graph  also print every arrow between two files (one symbol each)
+Exit status: 0 clean, 1 failures, 2 a bad layers.txt or a file in no layer.
 Python 3 standard library only.
 """
 import os
@@ -128,7 +134,7 @@ def declared_name(head):
     if "static" in w or "extern" in w or "typedef" in w:
         return None
     m = re.search(r"\b(nbuf_\w+)\s*\(", head)
-    if m and m.group(1) not in ("nbuf_attr",):
+    if m:
         return m.group(1)
     before = head.split("=", 1)[0]
     before = re.sub(r"\b(struct|enum|union)\s+\w+", " ", before)
@@ -149,6 +155,7 @@ class Source:
         self.code, self.directives = split_preprocessor(strip_c(self.raw))
         self.sections = [(line_of(self.raw, m.start()), m.group(1)) for m in SECTION.finditer(self.raw)]
         self.defs = {}  # symbol -> (owner file, line)
+        self.declared = set()  # symbols a header declares
         self.uses = []  # (owner of the using code, symbol, line, "use" or "decl")
 
     def owner_at(self, line):
@@ -170,6 +177,7 @@ class Source:
                     for u in IDENT.finditer(head):
                         line = line_of(self.code, hoff + u.start())
                         self.uses.append((owner, u.group(0), line, "decl"))
+                        self.declared.add(u.group(0))
                     continue
                 m = re.search(r"\b(nbuf_\w+)\s*\(", head)
                 if m:
@@ -202,9 +210,9 @@ class Source:
 
 
 def read_layers(path):
-    """layers: [(name, description, [files])], allow: {(from, to, symbol): line},
-    long: {file: line}, max_lines."""
-    layers, allow, long_ok = [], {}, {}
+    """layers: [(name, [files])], allow: {(from, to, symbol): line},
+    long: {file: line}, max_lines, interfaces: {(lower, upper): (names, line)}."""
+    layers, allow, long_ok, interfaces = [], {}, {}, {}
     max_lines = MAX_LINES_DEFAULT
     errors = []
     with open(path, encoding="utf-8") as f:
@@ -228,11 +236,17 @@ def read_layers(path):
                     errors.append(f"{path}:{no}: long needs <file>  # why")
                     continue
                 long_ok[parts[0]] = no
+            elif kind == "interface":
+                m = re.match(r"(\w+) to (\w+):(.*)", rest)
+                if not m:
+                    errors.append(f"{path}:{no}: interface needs <lower> to <upper>: <names>")
+                    continue
+                interfaces[(m.group(1), m.group(2))] = (set(m.group(3).split()), no)
             elif kind == "max-lines":
                 max_lines = int(rest)
             else:
                 errors.append(f"{path}:{no}: unknown entry '{kind}'")
-    return layers, allow, long_ok, max_lines, errors
+    return layers, allow, long_ok, max_lines, interfaces, errors
 
 
 def cycles(edges):
@@ -298,11 +312,12 @@ def main(argv):
         elif a == "--graph":
             graph = True
         else:
-            print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
-            return 2
+            usage = __doc__[__doc__.index("Usage:") :].strip()
+            print(usage, file=sys.stdout if a in ("-h", "--help") else sys.stderr)
+            return 0 if a in ("-h", "--help") else 2
     layers_path = os.path.join(root, "tools", "layers.txt")
     rel = os.path.relpath(layers_path, root)
-    layers, allow, long_ok, max_lines, errors = read_layers(layers_path)
+    layers, allow, long_ok, max_lines, interfaces, errors = read_layers(layers_path)
     rank, layer_name = {}, {}
     for r, (name, files) in enumerate(layers):
         for f in files:
@@ -313,6 +328,10 @@ def main(argv):
     names = sorted(f for f in os.listdir(src) if f.endswith((".c", ".h")))
     errors += [f"{rel}: src/{f} is in no layer: add it to one" for f in names if f not in rank]
     errors += [f"{rel}: {f} is listed but src/{f} does not exist" for f in rank if f not in names]
+    layer_names = {name for name, _ in layers}
+    for (lower, upper), (_, no) in interfaces.items():
+        if lower not in layer_names or upper not in layer_names:
+            errors.append(f"{rel}:{no}: interface names a layer that does not exist")
     if errors:
         print("\n".join(errors))
         return 2
@@ -352,6 +371,20 @@ def main(argv):
             elif rank[to] > rank[frm]:
                 up.append((frm, to, sym, where))
     stale = sorted(k for k in allow if k not in {(a, b, c) for a, b, c, _ in allowed})
+    # A layer that uses another only through an interface: the headers it
+    # names (what they define or declare) and the symbols it lists.
+    narrow = []
+    for (lower, upper), (through, no) in sorted(interfaces.items()):
+        ok = set(through)
+        for h in through:
+            if h in srcs:
+                ok |= srcs[h].declared | {k for k, (o, _) in srcs[h].defs.items()}
+        for (frm, to), syms in sorted(arrows.items()):
+            if layer_name[frm] != upper or layer_name[to] != lower:
+                continue
+            for sym, where in sorted(syms.items()):
+                if (to if sym == "#include" else sym) not in ok and (frm, to, sym) not in allow:
+                    narrow.append((frm, to, sym, where, no))
     # Cycles through code (calls, inline functions, macros) of the arrows
     # that are not allowed: an allowed one is counted above and goes with its
     # entry.
@@ -405,6 +438,12 @@ def main(argv):
                     (k, v) for k, v in arrows[(frm, to)].items() if v[2] == "use"
                 )[0]
                 print(f"    src/{f}:{line}: {frm} -> {to}: {sym}")
+    if narrow:
+        failed = True
+        print(f"FAIL: {len(narrow)} uses past an interface (the layer above uses only what it names):")
+        for frm, to, sym, (f, line, kind), no in narrow:
+            what = "includes it" if sym == "#include" else f"uses {sym}"
+            print(f"  src/{f}:{line}: {describe(frm, to)}: {what}  (interface: {rel}:{no})")
     if long_bad:
         failed = True
         print(f"FAIL: files over {max_lines} lines (split them by concern):")
