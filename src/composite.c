@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Composites: a ring of components (buffer slices and file regions) read as
- * one logical buffer. This file owns the container: file-region references,
- * the component ring (reserve, push, consume, shrink), new/free, sizes and
- * the invariant check of composite_int.h. Composite layer: calls buffers and
- * pools. Adding is in composite_add.c, reading in composite_read.c, framing
- * in composite_frame.c; the IO layer uses it through composite_io.h.
+ * Composite layer: the container, a ring of components (buffer slices, file
+ * regions) read as one buffer: file-region references, the ring (reserve,
+ * push, consume, shrink), new/free, sizes, the check. Calls buffers, pools.
+ *
+ * Adding is in composite_add.c, reading in composite_read.c, framing in
+ * composite_frame.c; the IO layer uses the container through composite_io.h.
  */
 #include <fcntl.h>
 #include <unistd.h>

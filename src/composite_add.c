@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Adding to a composite: references to buffer slices (shared by consecutive
- * slices of one buffer, adjacent ones merged), copies packed into the
- * pooled tail (add_copy, small slices, add_iov's small pieces), prepend,
- * file regions and append, each with its overflow check. Composite layer:
- * calls composite.c (ring, file regions), buffers and pools.
+ * Composite layer: every way of adding (slices, buffers, copies, iovecs,
+ * prepend, file regions, append). Calls composite.c, buffers and copy.h.
+ *
+ * Consecutive slices of one buffer share references and adjacent ones
+ * merge; small pieces are copied into the pooled tail behind a cursor; each
+ * entry point checks the total for overflow and is all-or-nothing.
  */
 #include <sys/stat.h>
 

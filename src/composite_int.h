@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Composite internals shared by the composite layer's files: composite.c
- * (the container: ring, file regions, life cycle), composite_add.c (adding),
- * composite_read.c (lookups, reads), composite_frame.c (framing). The
- * component ring, its inline accessors and the few helpers those files
- * share. Calls buffers (internal.h) and copy.h. The IO layer uses
- * composite_io.h instead; tests include this too.
+ * Composite layer: the internals its files share (the component ring, its
+ * inline accessors, tails, prototypes by file). Calls buffers (internal.h)
+ * and copy.h.
+ *
+ * For composite.c (the container), composite_add.c (adding),
+ * composite_read.c (reading) and composite_frame.c (framing), and tests.
+ * The IO layer uses composite_io.h instead.
  */
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the IO layer (flush.c, composite_recv.c) uses of a composite, owned
- * by the composite layer: an iterator over the readable memory as iovecs,
- * the file region at the front, consuming, and appending what a read
- * brought in. Calls composite.c (and buffers); IO code reads no field of
- * the container itself.
+ * Composite layer: what the IO layer (flush.c, composite_recv.c) uses of a
+ * composite, so that IO reads no field of the container. Calls composite.c
+ * and buffers.
  *
- * Also for IO, from composite_int.h: nbuf_composite_consume_() (drop bytes
- * from the front), nbuf_composite_reserve_() (ring room, taken before a
- * syscall so that nothing read can be lost) and nbuf_composite_room_for_().
+ * An iterator over the readable memory as iovecs, the file region at the
+ * front, consuming, and appending what a read brought in. Also for IO, from
+ * composite_int.h: nbuf_composite_consume_() (drop bytes from the front),
+ * nbuf_composite_reserve_() (ring room, taken before a syscall so that
+ * nothing read can be lost) and nbuf_composite_room_for_().
  */
 #ifndef NBUF_COMPOSITE_IO_H
 #define NBUF_COMPOSITE_IO_H

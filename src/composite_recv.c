@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Receiving into a composite: read_fd reads behind the last read or copy in
- * the tail, then into a fresh pooled buffer whose size adapts to what the
- * reads return (Netty's AdaptiveRecvByteBufAllocator); owns the size table.
- * IO layer: calls the composite through composite_io.h, buffers, sysops.
+ * IO layer: receiving into a composite (read_fd) and its read-size table.
+ * Calls the composite through composite_io.h, buffers and sysops.
+ *
+ * read_fd reads behind the last read or copy in the tail, then into a fresh
+ * pooled buffer whose size adapts to what the reads return (Netty's
+ * AdaptiveRecvByteBufAllocator).
  */
 #include <limits.h>
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Small memory copies of the composite and IO paths (add_iov, add_slice, the
- * flush's staging copy): fixed-size moves for 1-64 bytes, a plain memcpy
- * call above. Base layer: calls nothing of nbuf's.
+ * Base layer: small memory copies of the composite and IO paths (add_iov,
+ * add_slice, the flush's staging copy). Calls memcpy only.
+ *
+ * 1-64 bytes take fixed-size moves, larger ones a plain memcpy call.
  */
 #ifndef NBUF_COPY_H
 #define NBUF_COPY_H

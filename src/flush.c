@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The flush: a composite's readable bytes to an fd. Memory goes out in
- * batches of <= IOV_MAX iovecs and <= SSIZE_MAX bytes (sendmsg+MSG_NOSIGNAL
- * on sockets, writev otherwise), runs of tiny components through a pooled
- * staging copy; file regions by sendfile or pread+write. Written bytes are
- * consumed from the front, so a partial write resumes at the next byte.
- * IO layer: calls the composite through composite_io.h, buffers, sysops.
+ * IO layer: the flush, a composite's readable bytes to an fd (writev_max,
+ * writev). Calls the composite through composite_io.h, buffers, copy.h,
+ * sysops.
+ *
+ * Memory goes out in batches of <= IOV_MAX iovecs and <= SSIZE_MAX bytes
+ * (sendmsg+MSG_NOSIGNAL on sockets, writev otherwise), runs of tiny
+ * components through a pooled staging copy; file regions by sendfile or
+ * pread+write. Written bytes are consumed from the front, so a partial
+ * write resumes at the next byte.
  */
 #include <limits.h>
 #include <sys/stat.h>

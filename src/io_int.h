@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * IO-layer internals that tests and fuzzers reach: the flush's staging
+ * IO layer: the internals tests and fuzzers reach, the flush's staging
  * threshold (flush.c) and read_fd's next read size (composite_recv.c).
- * IO layer; nothing below it includes this.
  */
 #ifndef NBUF_IO_INT_H
 #define NBUF_IO_INT_H

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The system calls of the IO paths: the table they go through (sysops.h,
- * libc by default; tests swap entries) and the SIGPIPE guard of writes that
- * have no MSG_NOSIGNAL. Base layer: calls libc only.
+ * Base layer: the system calls of the IO paths, the table they go through
+ * (libc by default; tests swap entries) and the SIGPIPE guard of writes
+ * that have no MSG_NOSIGNAL. Calls libc only.
  */
 #include <errno.h>
 #include <fcntl.h>

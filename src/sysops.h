@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The system calls of the IO paths (flush, composite reads, read_fd,
- * splice), called through one table so that tests can inject partial
- * writes, EAGAIN, EINTR, a refusing sendfile or huge fake lengths. The table
- * defaults to libc; an indirect call costs about a nanosecond next to a
- * syscall's ~80 ns. Base layer, defined in sysops.c.
+ * Base layer: the syscall table of the IO paths (flush, composite reads,
+ * read_fd, splice) and the SIGPIPE guard, defined in sysops.c. Calls libc.
+ *
+ * Tests inject partial writes, EAGAIN, EINTR, a refusing sendfile or huge
+ * fake lengths through the table. It defaults to libc; an indirect call
+ * costs about a nanosecond next to a syscall's ~80 ns.
  */
 #ifndef NBUF_SYSOPS_H
 #define NBUF_SYSOPS_H
