@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "composite_int.h"
+#include "io_int.h"
 #include "fuzz_common.h"
 
 enum { NC = 3, NSRC = 10, NWRAP = 32, MAX_OPS = 1500, FILE_LEN = 20000 };

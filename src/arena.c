@@ -50,7 +50,7 @@ nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index)
     a->stash_gc_at = NBUF_NEVER;
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_stash *st = &a->stash[i];
-        st->cap = nbuf_pool_stash_cap_(p, i);
+        st->cap = p->stash_cap[i];
         if (!st->cap)
             continue;
         st->items = malloc(st->cap * sizeof(*st->items));

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Framing a composite: taking a frame off the front as one buffer
- * (read_slice: a view when the bytes lie in one component, else a pooled
- * copy), moving it into another composite (split: whole components move
- * with their references, the boundary one is cut), flattening, and the
- * readable bytes as iovecs. Lookups and copies come from composite_read.c.
+ * Composite layer: framing (read_slice, split, flatten, the readable bytes
+ * as iovecs). Calls composite.c, composite_read.c and buffers (views).
+ *
+ * read_slice is a view when the bytes lie in one component, else a pooled
+ * copy; split moves whole components with their references and cuts the
+ * boundary one.
  */
 #include "composite_int.h"
 

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Composite internals shared by composite.c (the container: ring, adding),
- * composite_read.c (lookups, reads), composite_frame.c (framing),
- * composite_recv.c (read_fd) and flush.c (writev/sendfile): the component
- * ring, its inline accessors and the few helpers those files share. Tests
- * include it too.
+ * Composite layer: the internals its files share (the component ring, its
+ * inline accessors, tails, prototypes by file). Calls buffers (internal.h)
+ * and copy.h.
+ *
+ * For composite.c (the container), composite_add.c (adding),
+ * composite_read.c (reading) and composite_frame.c (framing), and tests.
+ * The IO layer uses composite_io.h instead.
  */
 #ifndef NBUF_COMPOSITE_INT_H
 #define NBUF_COMPOSITE_INT_H
 
+#include "copy.h"
 #include "internal.h"
 
 /*
@@ -51,6 +54,13 @@ struct nbuf_comp_ {
     uint8_t is_file;
 };
 
+/* read_fd's adaptive read size (composite_recv.c's, through
+ * nbuf_composite_read_adapt_()): idx < NBUF_READ_SIZES. */
+struct nbuf_read_adapt_ {
+    uint8_t idx;   /* of the next read size */
+    uint8_t small; /* consecutive reads that fit the next smaller size */
+};
+
 /* Components stored in the composite itself before the ring is malloc'd. */
 #define NBUF_COMP_INLINE 4
 
@@ -85,8 +95,7 @@ struct nbuf_composite {
     struct nbuf_pool *pool;
     struct nbuf *tail;
     uint32_t tail_size; /* capacity of the next add_copy tail */
-    uint8_t rd_idx;     /* read_fd: index of the next read size */
-    uint8_t rd_small;   /* read_fd: consecutive small reads */
+    struct nbuf_read_adapt_ rd;
     /* add_slice's fast path packs small slices at cur (see Invariants). */
     struct nbuf_comp_ *run;
     uintptr_t cur, cur_end;
@@ -94,7 +103,8 @@ struct nbuf_composite {
 };
 
 /* read_fd's size table (composite_recv.c): its length, and the index a new
- * composite starts at (2 KiB). */
+ * composite starts at (2 KiB). The composite layer owns both numbers: it
+ * starts and checks rd.idx. */
 #define NBUF_READ_SIZES ((uint8_t)11)
 #define NBUF_READ_INITIAL 5
 
@@ -157,45 +167,42 @@ nbuf_composite_pop_front_(struct nbuf_composite *c)
         nbuf_composite_uncursor_(c);
 }
 
-/* memcpy of small pieces (add_iov, the flush's staging copy). */
-/* 1 <= n <= 64 bytes: two overlapping fixed-size moves, no loop, no call. */
-static inline void
-nbuf_copy_1_64_(uint8_t *d, const uint8_t *s, size_t n)
+/* Tails (the pooled buffers copies are packed into) start at NBUF_TAIL_MIN
+ * bytes and double each time one fills, up to NBUF_TAIL_MAX: the largest
+ * size class the thread caches keep by default, so a frame of copied slices
+ * takes a tail or two rather than one per 4 KiB. A drained composite keeps
+ * a tail of at most NBUF_TAIL_KEEP bytes, so an idle one pins little. */
+#define NBUF_TAIL_MIN 256
+#define NBUF_TAIL_MAX ((size_t)64 << 10)
+#define NBUF_TAIL_KEEP 4096
+
+/* No component and no view holds the tail any more, only c->tail: its bytes
+ * are nobody's, so copies may be packed again from its start, while that
+ * memory is still hot in cache. Acquire pairs with the release of the last
+ * other reference: whatever read those bytes is done with them. */
+static inline bool
+nbuf_composite_tail_idle_(struct nbuf *t)
 {
-    if (n >= 16) {
-        if (n > 32) {
-            memcpy(d, s, 32);
-            memcpy(d + n - 32, s + n - 32, 32);
-        } else {
-            memcpy(d, s, 16);
-            memcpy(d + n - 16, s + n - 16, 16);
-        }
-    } else if (n >= 8) {
-        memcpy(d, s, 8);
-        memcpy(d + n - 8, s + n - 8, 8);
-    } else if (n >= 4) {
-        memcpy(d, s, 4);
-        memcpy(d + n - 4, s + n - 4, 4);
-    } else {
-        d[0] = s[0];
-        d[n / 2] = s[n / 2];
-        d[n - 1] = s[n - 1];
-    }
+    return atomic_load_explicit(&t->refcnt, memory_order_acquire) == 1;
 }
 
-/* Out of line, so a copy loop keeps its registers for the common case. */
-void nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n);
-
-static inline void
-nbuf_copy_small_(uint8_t *d, const uint8_t *s, size_t n)
+/* The last component when it is the tail's run ending at the tail's writer
+ * index (copies pack behind it), else NULL. A file's pointer never equals a
+ * buffer's: no is_file test needed. */
+static inline struct nbuf_comp_ *
+nbuf_composite_tail_run_(const struct nbuf_composite *c)
 {
-    if (likely(n - 1 < 64))
-        nbuf_copy_1_64_(d, s, n);
-    else if (n)
-        nbuf_copy_call_(d, s, n);
+    struct nbuf *t = c->tail;
+    struct nbuf_comp_ *last = nbuf_comp_last_(c);
+    return t && last && last->buf == t && last->off + last->len == t->writer ? last : NULL;
 }
 
 /* ---- composite.c ---- */
+/* A file region's descriptor for a dup of @fd with one reference: 0 or
+ * -errno. Components drop their references with nbuf_comp_release_(). */
+int nbuf_cfile_new_(int fd, struct nbuf_cfile_ **out);
+/* Drop the references a component owns. */
+void nbuf_comp_release_(struct nbuf_comp_ *cp);
 /* Consume @n <= total bytes from the front, releasing emptied components. */
 void nbuf_composite_consume_(struct nbuf_composite *c, size_t n);
 /* Make room for @more components (amortized doubling): 0 or -ENOMEM. */
@@ -203,11 +210,13 @@ int nbuf_composite_reserve_(struct nbuf_composite *c, size_t more);
 /* Put @cp in front of the first component (room reserved); it takes cp's
  * references. */
 void nbuf_composite_push_front_(struct nbuf_composite *c, const struct nbuf_comp_ *cp);
+/* Full invariant check (tests, fuzzers, expensive asserts). */
+bool nbuf_composite_check_(const struct nbuf_composite *c);
+
+/* ---- composite_add.c ---- */
 /* Slices of at most this many bytes are copied by add_slice and add (tests
  * may change it; 0 references every slice). */
 extern size_t nbuf_composite_slice_copy_max_;
-/* Full invariant check (tests, fuzzers, expensive asserts). */
-bool nbuf_composite_check_(const struct nbuf_composite *c);
 
 /* ---- composite_read.c ---- */
 /* The slot of the component holding readable byte @off (< total); moves the
@@ -216,14 +225,5 @@ size_t nbuf_composite_find_slot_(const struct nbuf_composite *c, size_t off);
 /* Copy readable bytes [off, off + n) (in range) to @dst: 0, -EIO or -ESPIPE
  * (a file region that ends early or is a pipe). */
 int nbuf_composite_copy_out_(const struct nbuf_composite *c, size_t off, void *dst, size_t n);
-
-/* ---- composite_recv.c ---- */
-/* Test hook: the size the next read_fd offers. */
-size_t nbuf_composite_next_read_size_(const struct nbuf_composite *c);
-
-/* ---- flush.c ---- */
-/* Components up to this many bytes are coalesced by the flush (tests may
- * change it; 0 disables coalescing). */
-extern size_t nbuf_flush_coalesce_max_;
 
 #endif /* NBUF_COMPOSITE_INT_H */

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Reading a composite across its components: the O(log n) offset lookup with
- * a last-hit hint (find_slot), copies out (pread for file regions), get /
- * read / skip, the typed big- and little-endian reads, index_of and find.
- * Framing uses the lookup and the copy too, so both are internal functions
- * (declared in composite_int.h) rather than static. Nothing here adds
- * components; read and skip consume through nbuf_composite_consume_.
+ * Composite layer: reading across components (the offset lookup, copies
+ * out, get/read/skip, typed reads, index_of, find). Calls composite.c and
+ * sysops (pread of file regions).
+ *
+ * The lookup is O(log n) with a last-hit hint (find_slot). Framing uses the
+ * lookup and the copy too, so both are internal functions (declared in
+ * composite_int.h) rather than static. Nothing here adds components; read
+ * and skip consume through nbuf_composite_consume_.
  */
 #include <endian.h>
 #include <limits.h>

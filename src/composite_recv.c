@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Receiving into a composite: read_fd reads behind the last read or copy in
- * the tail, then into a fresh pooled buffer whose size adapts to what the
- * reads return (Netty's AdaptiveRecvByteBufAllocator). Owns the size table;
- * composite.c starts and checks rd_idx with the constants in composite_int.h.
+ * IO layer: receiving into a composite (read_fd) and its read-size table.
+ * Calls the composite through composite_io.h, buffers and sysops.
+ *
+ * read_fd reads behind the last read or copy in the tail, then into a fresh
+ * pooled buffer whose size adapts to what the reads return (Netty's
+ * AdaptiveRecvByteBufAllocator).
  */
 #include <limits.h>
 
-#include "composite_int.h"
+#include "composite_io.h"
+#include "io_int.h"
 #include "sysops.h"
 
 /* read_fd sizes (Netty's AdaptiveRecvByteBufAllocator, in powers of two). */
@@ -17,26 +20,26 @@ _Static_assert(sizeof(read_sizes) / sizeof(read_sizes[0]) == NBUF_READ_SIZES,
                "NBUF_READ_SIZES is the length of read_sizes");
 
 size_t
-nbuf_composite_next_read_size_(const struct nbuf_composite *c)
+nbuf_composite_next_read_size_(struct nbuf_composite *c)
 {
-    return read_sizes[c->rd_idx];
+    return read_sizes[nbuf_composite_read_adapt_(c)->idx];
 }
 
 /* Netty's rule: grow fast after a read that filled the offer, shrink one
  * step after two reads in a row that fit the next smaller size. */
 static void
-read_adapt(struct nbuf_composite *c, size_t got, size_t offered)
+read_adapt(struct nbuf_read_adapt_ *ra, size_t got, size_t offered)
 {
     if (got >= offered) {
-        c->rd_idx = c->rd_idx + 2 < NBUF_READ_SIZES ? c->rd_idx + 2 : NBUF_READ_SIZES - 1;
-        c->rd_small = 0;
-    } else if (c->rd_idx > 0 && got <= read_sizes[c->rd_idx - 1]) {
-        if (++c->rd_small >= 2) {
-            c->rd_idx--;
-            c->rd_small = 0;
+        ra->idx = ra->idx + 2 < NBUF_READ_SIZES ? ra->idx + 2 : NBUF_READ_SIZES - 1;
+        ra->small = 0;
+    } else if (ra->idx > 0 && got <= read_sizes[ra->idx - 1]) {
+        if (++ra->small >= 2) {
+            ra->idx--;
+            ra->small = 0;
         }
     } else {
-        c->rd_small = 0;
+        ra->small = 0;
     }
 }
 
@@ -47,7 +50,8 @@ nbuf_composite_read_fd(struct nbuf_composite *c, int fd, size_t max)
         return -EINVAL;
     if (fd < 0)
         return -EBADF;
-    size_t want = read_sizes[c->rd_idx];
+    struct nbuf_read_adapt_ *ra = nbuf_composite_read_adapt_(c);
+    size_t want = read_sizes[ra->idx];
     if (max && max < want)
         want = max;
     if (want > SSIZE_MAX)
@@ -58,28 +62,17 @@ nbuf_composite_read_fd(struct nbuf_composite *c, int fd, size_t max)
     if ((err = nbuf_composite_reserve_(c, 1)))
         return err;
 
-    nbuf_composite_uncursor_(c); /* this writes the tail its own way */
     /* Offer the room behind the last read or copy first, then a fresh
      * buffer for the rest. */
     struct iovec iov[2];
-    int niov = 0;
-    size_t room = 0;
-    struct nbuf *t = c->tail;
-    struct nbuf_comp_ *last = nbuf_comp_last_(c);
-    if (t && last && !last->is_file && last->buf == t && last->off + last->len == t->writer) {
-        room = t->capacity - t->writer;
-        if (room > want)
-            room = want;
-        if (room) {
-            iov[niov].iov_base = t->mem + t->writer;
-            iov[niov++].iov_len = room;
-        }
-    }
+    size_t room = nbuf_composite_tail_room_(c, want, &iov[0]);
+    int niov = room ? 1 : 0;
     /* A fresh buffer only when the room is less than half the size we aim
      * for: an allocation per small read would cost more than the read. */
     struct nbuf *fresh = NULL;
     if (room < want / 2 || !room) {
-        fresh = nbuf_alloc(c->pool, want - room > read_sizes[0] ? want - room : read_sizes[0]);
+        size_t size = want - room > read_sizes[0] ? want - room : read_sizes[0];
+        fresh = nbuf_alloc(nbuf_composite_pool_(c), size);
         if (!fresh)
             return -errno;
         size_t k = fresh->capacity < want - room ? fresh->capacity : want - room;
@@ -97,24 +90,15 @@ nbuf_composite_read_fd(struct nbuf_composite *c, int fd, size_t max)
     }
     size_t got = (size_t)r, into_tail = got < room ? got : room;
     size_t offered = room + (fresh ? iov[niov - 1].iov_len : 0);
-    if (into_tail) {
-        t->writer += into_tail;
-        last->len += into_tail;
-        c->total += into_tail;
-    }
+    if (into_tail)
+        nbuf_composite_tail_wrote_(c, into_tail);
     if (got > into_tail) {
-        /* The fresh buffer becomes the tail: one reference for its
-         * component (from nbuf_alloc), one for c->tail. */
-        struct nbuf_comp_ nc = {.len = got - into_tail, .off = 0, .buf = fresh, .nref = 1};
+        /* The fresh buffer becomes the tail (its reference moves in). */
         fresh->writer = got - into_tail;
-        nbuf_composite_push_back_(c, &nc);
-        if (nbuf_retain(fresh)) {
-            nbuf_release(c->tail);
-            c->tail = fresh;
-        }
+        nbuf_composite_add_read_(c, fresh);
     } else {
         nbuf_release(fresh);
     }
-    read_adapt(c, got, offered);
+    read_adapt(ra, got, offered);
     return r;
 }

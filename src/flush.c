@@ -1,20 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The flush: a composite's readable bytes to an fd. Memory goes out in
- * batches of <= IOV_MAX iovecs and <= SSIZE_MAX bytes (sendmsg+MSG_NOSIGNAL
- * on sockets, writev otherwise), runs of tiny components through a pooled
- * staging copy; file regions by sendfile or pread+write. Written bytes are
- * consumed from the front, so a partial write resumes at the next byte.
- * Also owns the syscall table (sysops.h) and the SIGPIPE guard.
+ * IO layer: the flush, a composite's readable bytes to an fd (writev_max,
+ * writev). Calls the composite through composite_io.h, buffers, copy.h,
+ * sysops.
+ *
+ * Memory goes out in batches of <= IOV_MAX iovecs and <= SSIZE_MAX bytes
+ * (sendmsg+MSG_NOSIGNAL on sockets, writev otherwise), runs of tiny
+ * components through a pooled staging copy; file regions by sendfile or
+ * pread+write. Written bytes are consumed from the front, so a partial
+ * write resumes at the next byte.
  */
-#include <fcntl.h>
 #include <limits.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "composite_int.h"
+#include "composite_io.h"
+#include "io_int.h"
 #include "sysops.h"
 
 #ifndef IOV_MAX
@@ -37,75 +37,6 @@
  * (see docs/design.md).
  */
 size_t nbuf_flush_coalesce_max_ = 256;
-
-__attribute__((noinline)) void
-nbuf_copy_call_(uint8_t *d, const uint8_t *s, size_t n)
-{
-    memcpy(d, s, n);
-}
-
-/* ---- the syscall table ---- */
-
-static ssize_t
-sys_sendfile(int out_fd, int in_fd, off_t *off, size_t count)
-{
-    return sendfile(out_fd, in_fd, off, count);
-}
-
-static ssize_t
-sys_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, unsigned flags)
-{
-    return splice(fd_in, (loff_t *)off_in, fd_out, (loff_t *)off_out, len, flags);
-}
-
-#define SYS_DEFAULTS                                                                               \
-    {                                                                                              \
-        .writev = writev, .sendmsg = sendmsg, .sendfile = sys_sendfile, .read = read,              \
-        .readv = readv, .pread = pread, .write = write, .splice = sys_splice,                      \
-    }
-const struct nbuf_sys_ops_ nbuf_sys_default_ = SYS_DEFAULTS;
-struct nbuf_sys_ops_ nbuf_sys_ = SYS_DEFAULTS;
-
-/* ---- SIGPIPE ---- */
-
-void
-nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
-{
-    if (g->checked)
-        return;
-    g->checked = true;
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-        return; /* a write's SIGPIPE is discarded anyway */
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigemptyset(&pending);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
-    g->epipe = false;
-    g->active = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0;
-}
-
-void
-nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g)
-{
-    if (!g->active)
-        return;
-    int saved = errno;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    if (g->epipe && !g->was_pending) {
-        /* The SIGPIPE our write raised is pending on this thread: take it. */
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-    g->active = false;
-    errno = saved;
-}
 
 /* ---- the flush ---- */
 
@@ -180,32 +111,32 @@ flush_mem(struct flush *f, size_t budget)
 {
     struct nbuf_composite *c = f->c;
     struct iovec *iov = f->iov;
-    const struct nbuf_comp_ *comps = c->comps;
-    const size_t count = c->count, head = c->head, mask = c->mask;
     const size_t tiny = nbuf_flush_coalesce_max_;
-    size_t offered = 0, staged = 0, i = 0;
+    size_t offered = 0, staged = 0;
     int n = 0;
-    while (i < count && offered < budget) {
-        const struct nbuf_comp_ *cp = &comps[(head + i) & mask];
-        if (cp->is_file)
-            break;
-        uint8_t *p = cp->buf->mem + cp->off;
-        size_t k = cp->len < budget - offered ? cp->len : budget - offered;
+    struct nbuf_comp_iter_ it;
+    struct iovec cur; /* the component at hand, not offered yet */
+    nbuf_composite_iov_begin_(c, &it);
+    bool have = nbuf_composite_iov_next_(&it, &cur);
+    while (have && offered < budget) {
+        uint8_t *p = cur.iov_base;
+        size_t k = cur.iov_len < budget - offered ? cur.iov_len : budget - offered;
         if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == (uintptr_t)p) {
             iov[n - 1].iov_len += k; /* adjacent memory */
             offered += k;
-            i++;
+            have = nbuf_composite_iov_next_(&it, &cur);
             continue;
         }
         if (n == IOV_MAX)
             break;
-        const struct nbuf_comp_ *nx = &comps[(head + i + 1) & mask];
-        /* cp->len, not k: the run below stages whole tiny components only,
-         * so a big one the budget cuts short must go as a plain iovec. */
-        if (cp->len <= tiny && i + 1 < count && !nx->is_file && nx->len <= tiny) {
+        /* cur.iov_len, not k: the run below stages whole tiny components
+         * only, so a big one the budget cuts short must go as a plain
+         * iovec. A peek of 0 (no memory next) wraps above tiny. */
+        if (cur.iov_len <= tiny && nbuf_composite_iov_peek_(&it) - 1 < tiny) {
             if (!f->stage) {
-                size_t want = c->total < budget ? c->total : budget;
-                f->stage = nbuf_alloc(c->pool, want < STAGE_MAX ? want : STAGE_MAX);
+                size_t total = nbuf_composite_readable_(c);
+                size_t want = total < budget ? total : budget;
+                f->stage = nbuf_alloc(nbuf_composite_pool_(c), want < STAGE_MAX ? want : STAGE_MAX);
             }
             if (f->stage) {
                 /* Copy the run: cheaper than an iovec per component. */
@@ -213,20 +144,19 @@ flush_mem(struct flush *f, size_t budget)
                 size_t room = f->stage->capacity - staged, run = 0;
                 size_t rest = budget - offered; /* the budget left */
                 size_t lim = rest < room ? rest : room;
-                for (; i < count; i++) {
-                    cp = &comps[(head + i) & mask];
-                    size_t len = cp->len;
-                    if (cp->is_file || len > tiny || len > lim - run)
+                for (; have; have = nbuf_composite_iov_next_(&it, &cur)) {
+                    size_t len = cur.iov_len;
+                    if (len > tiny || len > lim - run)
                         break;
-                    nbuf_copy_small_(dst + run, cp->buf->mem + cp->off, len);
+                    nbuf_copy_small_(dst + run, cur.iov_base, len);
                     run += len;
                 }
                 /* The budget ends inside this tiny component: send its
                  * head (the stage had room for all of the budget). */
-                if (i < count && !cp->is_file && cp->len <= tiny && lim == rest && run < rest) {
-                    nbuf_copy_small_(dst + run, cp->buf->mem + cp->off, rest - run);
+                if (have && cur.iov_len <= tiny && lim == rest && run < rest) {
+                    nbuf_copy_small_(dst + run, cur.iov_base, rest - run);
                     run = rest;
-                    i++;
+                    have = nbuf_composite_iov_next_(&it, &cur);
                 }
                 if (!run)
                     break; /* the stage is full: write this batch first */
@@ -241,10 +171,11 @@ flush_mem(struct flush *f, size_t budget)
         iov[n].iov_base = p;
         iov[n++].iov_len = k;
         offered += k;
-        i++;
+        have = nbuf_composite_iov_next_(&it, &cur);
     }
     nbuf_assert(n > 0 && offered > 0);
-    bool more = i < count && comps[(head + i) & mask].is_file && offered < budget;
+    /* Stopped at a file region with budget left: it goes right after. */
+    bool more = !have && nbuf_composite_iov_at_file_(&it) && offered < budget;
     ssize_t r = write_iov(f, n, more);
     if (r >= 0 && (size_t)r < offered)
         f->short_write = true;
@@ -252,29 +183,30 @@ flush_mem(struct flush *f, size_t budget)
 }
 
 /*
- * sendfile refused: read the front of the file region into pooled memory
- * that takes its place (so a partial write later loses nothing), and let the
- * memory path write it. 0 or -errno (-EIO when the file ended early).
+ * sendfile refused: read the front of the file region @fs into pooled
+ * memory that takes its place (so a partial write later loses nothing), and
+ * let the memory path write it. 0 or -errno (-EIO when the file ended early).
  */
 static int
-pull_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
+pull_file(struct flush *f, const struct nbuf_file_seg_ *fs, size_t budget)
 {
     struct nbuf_composite *c = f->c;
-    size_t want = cp->len < budget ? cp->len : budget;
+    size_t want = fs->len < budget ? fs->len : budget;
     if (want > PULL_MAX)
         want = PULL_MAX;
+    /* Room for the memory in front, taken before a read that a pipe would
+     * not give back. */
     int err = nbuf_composite_reserve_(c, 1);
     if (err)
         return err;
-    cp = nbuf_comp_at_(c, 0); /* the ring may have moved */
-    struct nbuf *b = nbuf_alloc(c->pool, want);
+    struct nbuf *b = nbuf_alloc(nbuf_composite_pool_(c), want);
     if (!b)
         return -errno;
     ssize_t r;
     for (;;) {
-        r = nbuf_sys_.pread(cp->file->fd, b->mem, want, (off_t)cp->off);
+        r = nbuf_sys_.pread(fs->fd, b->mem, want, (off_t)fs->off);
         if (r < 0 && errno == ESPIPE) /* a pipe or socket: its next bytes */
-            r = nbuf_sys_.read(cp->file->fd, b->mem, want);
+            r = nbuf_sys_.read(fs->fd, b->mem, want);
         if (r >= 0 || errno != EINTR)
             break;
     }
@@ -284,20 +216,17 @@ pull_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
         return err;
     }
     b->writer = (size_t)r;
-    /* The bytes leave the region (releasing it if they were all of it) and
-     * come back in front as memory: the readable bytes are unchanged. */
-    nbuf_composite_consume_(c, (size_t)r);
-    struct nbuf_comp_ mc = {.len = (size_t)r, .off = 0, .buf = b, .nref = 1};
-    nbuf_composite_push_front_(c, &mc);
+    /* The bytes leave the region and come back in front as memory. */
+    nbuf_composite_replace_front_(c, b);
     return 0;
 }
 
-/* The file region at the front: bytes sent, 0 after pulling it into memory,
- * or -errno. */
+/* The file region @fs at the front: bytes sent, 0 after pulling it into
+ * memory, or -errno. */
 static ssize_t
-flush_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
+flush_file(struct flush *f, const struct nbuf_file_seg_ *fs, size_t budget)
 {
-    size_t k = cp->len < budget ? cp->len : budget;
+    size_t k = fs->len < budget ? fs->len : budget;
     if (k > RW_MAX)
         k = RW_MAX;
     if (!f->no_sendfile) {
@@ -305,10 +234,10 @@ flush_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
             detect_mode(f);
         if (f->mode != FD_OTHER) /* sendfile has no MSG_NOSIGNAL */
             nbuf_sigpipe_enter_(&f->guard);
-        off_t off = (off_t)cp->off;
+        off_t off = (off_t)fs->off;
         ssize_t r;
         do
-            r = nbuf_sys_.sendfile(f->fd, cp->file->fd, &off, k);
+            r = nbuf_sys_.sendfile(f->fd, fs->fd, &off, k);
         while (r < 0 && errno == EINTR);
         if (r > 0) {
             if ((size_t)r < k)
@@ -324,7 +253,7 @@ flush_file(struct flush *f, const struct nbuf_comp_ *cp, size_t budget)
         }
         f->no_sendfile = true;
     }
-    int err = pull_file(f, cp, budget);
+    int err = pull_file(f, fs, budget);
     return err ? err : 0;
 }
 
@@ -335,7 +264,7 @@ nbuf_composite_writev_max(struct nbuf_composite *c, int fd, size_t max_bytes)
         return -EINVAL;
     if (unlikely(fd < 0))
         return -EBADF;
-    if (!c->total || !max_bytes)
+    if (!nbuf_composite_readable_(c) || !max_bytes)
         return 0;
     if (max_bytes > SSIZE_MAX)
         max_bytes = SSIZE_MAX;
@@ -348,12 +277,12 @@ nbuf_composite_writev_max(struct nbuf_composite *c, int fd, size_t max_bytes)
     f.guard = (struct nbuf_sigpipe_guard_){.checked = false};
     size_t done = 0;
     ssize_t err = 0;
-    while (c->total && done < max_bytes) {
-        const struct nbuf_comp_ *cp = nbuf_comp_at_(c, 0);
+    while (nbuf_composite_readable_(c) && done < max_bytes) {
+        struct nbuf_file_seg_ fs;
         ssize_t r;
         f.short_write = false;
-        if (cp->is_file) {
-            r = flush_file(&f, cp, max_bytes - done);
+        if (nbuf_composite_front_file_(c, &fs)) {
+            r = flush_file(&f, &fs, max_bytes - done);
             if (r == 0)
                 continue; /* pulled into memory: write it */
         } else {

@@ -146,6 +146,22 @@ nbuf_sz_index_(size_t size)
     return nbuf_sz_index_slow_(size);
 }
 
+/* ---- decay.c ---- */
+
+/* Now in ms on @p's clock (CLOCK_MONOTONIC_COARSE unless a test set one). */
+uint64_t nbuf_decay_now_(const struct nbuf_pool *p);
+/* When memory dirtied at @now decays: now + decay_ms, NBUF_NEVER for -1. */
+uint64_t nbuf_decay_deadline_(const struct nbuf_pool *p, uint64_t now);
+/* A deadline was armed: make sure the purger wakes by @at (background
+ * pools on the real clock only); starts the thread on first use. */
+void nbuf_decay_wake_(const struct nbuf_pool *p, uint64_t at);
+/* The pass the purger runs over every pool; the next deadline. */
+void nbuf_decay_set_pass_(uint64_t (*pass)(uint64_t now));
+void nbuf_decay_fork_prepare_(void);
+void nbuf_decay_fork_parent_(void);
+void nbuf_decay_fork_child_(void);
+bool nbuf_decay_purger_running_(void);
+
 /* ---- backing.c ---- */
 int nbuf_backing_init_(struct nbuf_backing *bk, const struct nbuf_pool_config *cfg);
 void *nbuf_backing_alloc_(struct nbuf_backing *bk, size_t size, size_t align);
@@ -219,28 +235,6 @@ bool nbuf_arena_check_(struct nbuf_arena *a);
  * stashes); the arena's next deadline, NBUF_NEVER for none. */
 uint64_t nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now);
 
-/* ---- the registry of live pools (registry.c) ---- */
-
-/* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
-int nbuf_registry_add_(struct nbuf_pool *p);
-void nbuf_registry_remove_(struct nbuf_pool *p);
-
-/* ---- decay (decay.c) ---- */
-
-/* Now in ms on @p's clock (CLOCK_MONOTONIC_COARSE unless a test set one). */
-uint64_t nbuf_decay_now_(const struct nbuf_pool *p);
-/* When memory dirtied at @now decays: now + decay_ms, NBUF_NEVER for -1. */
-uint64_t nbuf_decay_deadline_(const struct nbuf_pool *p, uint64_t now);
-/* A deadline was armed: make sure the purger wakes by @at (background
- * pools on the real clock only); starts the thread on first use. */
-void nbuf_decay_wake_(const struct nbuf_pool *p, uint64_t at);
-/* The pass the purger runs over every pool; the next deadline. */
-void nbuf_decay_set_pass_(uint64_t (*pass)(uint64_t now));
-void nbuf_decay_fork_prepare_(void);
-void nbuf_decay_fork_parent_(void);
-void nbuf_decay_fork_child_(void);
-bool nbuf_decay_purger_running_(void);
-
 /* ---- tcache.c ---- */
 /* Requests of 1 B to NBUF_FAST_MAX take the allocation fast path. */
 #define NBUF_FAST_MAX NBUF_LOOKUP2_MAX
@@ -266,6 +260,8 @@ nbuf_tcache_bin_batch_(const struct nbuf_tcache_bin *bin)
  * size) if it fits, else false. Both count the thread's statistics. */
 struct nbuf *nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind);
 bool nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b);
+/* Give every pair of the large cache back to its arena. */
+void nbuf_tcache_large_flush_(struct nbuf_tcache *tc);
 /* A pair joins @tc's bin (the caller counts it): from now on its release on
  * this thread is fast, unless it is slow. */
 static inline void
@@ -307,11 +303,12 @@ struct nbuf *nbuf_header_alloc_(struct nbuf_pool *p);
 void nbuf_header_free_(struct nbuf *h);
 bool nbuf_tcache_check_(const struct nbuf_tcache *tc);
 uint32_t nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin);
-/* Entries a thread-cache bin of class @szind may hold (0: not cached). */
-uint32_t nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind);
-uint32_t nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind);
 
 /* ---- pool.c ---- */
+/* Entries a thread-cache bin of class @szind may hold (0: not cached), and
+ * its arena stash (the lower layers read p->cache_cap and p->stash_cap). */
+uint32_t nbuf_pool_cache_cap_(const struct nbuf_pool *p, unsigned szind);
+uint32_t nbuf_pool_stash_cap_(const struct nbuf_pool *p, unsigned szind);
 /* What a NULL pool argument means: the default pool, once it exists; until
  * then nbuf_no_pool_, whose fast_id matches no thread, so the fast paths
  * fall through to their slow path (the one place that creates it). */
@@ -341,7 +338,6 @@ nbuf_pool_fast_(const struct nbuf_pool *p)
     return p->fast_id != NBUF_KEY_NONE;
 }
 int nbuf_pool_trim_all_(struct nbuf_pool *p);
-uint64_t nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now);
 /* Tests: run @p's decay on this clock (ms) instead of the real one; the
  * purger then leaves the pool alone and nbuf_pool_decay_ drives it. */
 void nbuf_pool_set_clock_(struct nbuf_pool *p, uint64_t (*clock_ms)(void *ctx), void *ctx);
@@ -406,6 +402,13 @@ extern NBUF_HIDDEN bool nbuf_on_valgrind_;
         NBUF_ASAN_UNPOISON(p, n);                                                                  \
         NBUF_VG_UNDEFINED(p, n);                                                                   \
     } while (0)
+
+/* ---- registry.c ---- */
+/* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
+int nbuf_registry_add_(struct nbuf_pool *p);
+void nbuf_registry_remove_(struct nbuf_pool *p);
+/* The decay pass over every arena and the huge cache; the next deadline. */
+uint64_t nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now);
 
 /* ---- buf.c ---- */
 /* A buffer of the slow path, not leak-tracked (growth keeps the header's

@@ -92,6 +92,10 @@ pool_classes(struct nbuf_pool *p)
         if (usize <= p->cfg.cache_max_size)
             p->ncached = i + 1;
     }
+    for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
+        p->cache_cap[i] = nbuf_pool_cache_cap_(p, i);
+        p->stash_cap[i] = nbuf_pool_stash_cap_(p, i);
+    }
     /* The bins' byte budget per thread (tcache.c): at least their start. */
     p->cache_budget = p->cfg.cache_thread_bytes;
     if (p->cache_budget < nbuf_tcache_min_budget_(p))
@@ -299,21 +303,6 @@ nbuf_pool_trim_all_(struct nbuf_pool *p)
     nbuf_huge_trim_(p);
     nbuf_backing_purge_(&p->backing);
     return 0;
-}
-
-/* The decay pass over every arena and the huge cache; the next deadline. */
-uint64_t
-nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now)
-{
-    uint64_t next = nbuf_huge_decay_(p, now);
-    for (unsigned i = 0; i < p->narenas; i++) {
-        struct nbuf_arena *a = &p->arenas[i];
-        nbuf_arena_lock_(a);
-        uint64_t at = nbuf_arena_decay_locked_(a, now);
-        nbuf_arena_unlock_(a);
-        next = at < next ? at : next;
-    }
-    return next;
 }
 
 NBUF_EXPORT int

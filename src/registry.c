@@ -3,7 +3,8 @@
  * The registry of live pools, for the two things that must reach every
  * pool from outside any call: fork (the atfork handlers take every lock so
  * the child starts with all of them free) and the background purger (its
- * pass visits every pool). Calls the arena and decay layers' locks.
+ * pass visits every pool, and the pass over one pool is here too). Calls
+ * the arena, huge and decay layers.
  */
 #include "internal.h"
 
@@ -71,6 +72,21 @@ fork_child(void)
 {
     nbuf_decay_fork_child_();
     release_all();
+}
+
+/* The decay pass over every arena and the huge cache; the next deadline. */
+uint64_t
+nbuf_pool_decay_(struct nbuf_pool *p, uint64_t now)
+{
+    uint64_t next = nbuf_huge_decay_(p, now);
+    for (unsigned i = 0; i < p->narenas; i++) {
+        struct nbuf_arena *a = &p->arenas[i];
+        nbuf_arena_lock_(a);
+        uint64_t at = nbuf_arena_decay_locked_(a, now);
+        nbuf_arena_unlock_(a);
+        next = at < next ? at : next;
+    }
+    return next;
 }
 
 /* The purger's pass: every pool on the real clock that purges in the

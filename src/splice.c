@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * nbuf_splice: fd -> fd inside the kernel through a pipe pair each thread
- * creates on first use and closes at exit. Invariant: the pipe is empty
- * between calls (whatever a call takes from in_fd it delivers, or on an
- * out_fd error the pipe is thrown away), so calls for different fds never
- * see each other's bytes.
+ * IO layer: nbuf_splice, fd -> fd inside the kernel through a per-thread
+ * pipe pair. Calls sysops only.
+ *
+ * Each thread creates its pipe on first use and closes it at exit.
+ * Invariant: the pipe is empty between calls (whatever a call takes from
+ * in_fd it delivers, or on an out_fd error the pipe is thrown away), so
+ * calls for different fds never see each other's bytes.
  */
 #include <fcntl.h>
 #include <limits.h>

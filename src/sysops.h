@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The system calls of the IO paths (flush, composite reads, splice), called
- * through one table so that tests can inject partial writes, EAGAIN, EINTR,
- * a refusing sendfile or huge fake lengths. The table defaults to libc; an
- * indirect call costs about a nanosecond next to a syscall's ~80 ns.
+ * Base layer: the syscall table of the IO paths (flush, composite reads,
+ * read_fd, splice) and the SIGPIPE guard, defined in sysops.c. Calls libc.
+ *
+ * Tests inject partial writes, EAGAIN, EINTR, a refusing sendfile or huge
+ * fake lengths through the table. It defaults to libc; an indirect call
+ * costs about a nanosecond next to a syscall's ~80 ns.
  */
 #ifndef NBUF_SYSOPS_H
 #define NBUF_SYSOPS_H
@@ -50,7 +52,23 @@ struct nbuf_sigpipe_guard_ {
     sigset_t old;
 };
 
-void nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g);
-void nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g);
+/* The work of enter and leave (sysops.c), once per call each at most. */
+void nbuf_sigpipe_block_(struct nbuf_sigpipe_guard_ *g);
+void nbuf_sigpipe_restore_(struct nbuf_sigpipe_guard_ *g);
+
+/* Inline tests, so a call that needed no guard pays no call for it. */
+static inline void
+nbuf_sigpipe_enter_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (!g->checked)
+        nbuf_sigpipe_block_(g);
+}
+
+static inline void
+nbuf_sigpipe_leave_(struct nbuf_sigpipe_guard_ *g)
+{
+    if (g->active)
+        nbuf_sigpipe_restore_(g);
+}
 
 #endif /* NBUF_SYSOPS_H */

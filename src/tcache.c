@@ -81,7 +81,7 @@ bin_start(const struct nbuf_pool *p, unsigned szind)
 {
     size_t usize = nbuf_sz_usize_(szind);
     uint32_t start = BIN_START_BYTES / usize ? (uint32_t)(BIN_START_BYTES / usize) : 1;
-    uint32_t max = nbuf_pool_cache_cap_(p, szind);
+    uint32_t max = p->cache_cap[szind];
     return start < max ? start : max;
 }
 
@@ -100,7 +100,7 @@ static bool
 bin_grow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
 {
     unsigned szind = bin_szind(tc, bin);
-    uint32_t max = nbuf_pool_cache_cap_(tc->pool, szind);
+    uint32_t max = tc->pool->cache_cap[szind];
     size_t usize = nbuf_sz_usize_(szind);
     uint64_t grow = bin->cap ? bin->cap : 1;
     if (grow > max - bin->cap)
@@ -262,48 +262,6 @@ headers_flush(struct nbuf_tcache *tc, uint32_t keep)
         nbuf_headers_free_(tc->pool, batch, n);
 }
 
-/* ---- the large cache ---- */
-
-struct nbuf *
-nbuf_tcache_large_get_(struct nbuf_tcache *tc, unsigned szind)
-{
-    struct nbuf_large_cache *lc = &tc->large;
-    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
-        struct nbuf *b = lc->slot[i];
-        if (b && b->szind == szind) {
-            lc->slot[i] = NULL;
-            NBUF_STORE_RELAXED(lc->bytes, lc->bytes - b->capacity);
-            lc->nget++;
-            NBUF_COUNTER_ADD64(tc->st.nalloc, 1);
-            NBUF_COUNTER_ADD64(tc->st.bytes_alloc, b->capacity);
-            return b;
-        }
-    }
-    return NULL;
-}
-
-bool
-nbuf_tcache_large_put_(struct nbuf_tcache *tc, struct nbuf *b)
-{
-    struct nbuf_large_cache *lc = &tc->large;
-    /* large_max <= cache_large_bytes, and 0 when the pool caches nothing. */
-    if (b->capacity > tc->pool->large_max ||
-        lc->bytes + b->capacity > tc->pool->cfg.cache_large_bytes)
-        return false;
-    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
-        if (!lc->slot[i]) {
-            b->tid = tc->id;
-            b->key = NBUF_KEY_NONE; /* never on a bin: releases come here */
-            lc->slot[i] = b;
-            NBUF_STORE_RELAXED(lc->bytes, lc->bytes + b->capacity);
-            NBUF_COUNTER_ADD64(tc->st.nrelease, 1);
-            NBUF_COUNTER_ADD64(tc->st.bytes_release, b->capacity);
-            return true;
-        }
-    }
-    return false;
-}
-
 /* ---- the remote stage ---- */
 
 static void
@@ -328,29 +286,12 @@ nbuf_tcache_stage_(struct nbuf_tcache *tc, struct nbuf *b)
         stage_flush(tc);
 }
 
-static void
-large_flush(struct nbuf_tcache *tc)
-{
-    struct nbuf_large_cache *lc = &tc->large;
-    struct nbuf *items[NBUF_LARGE_SLOTS];
-    unsigned n = 0;
-    for (unsigned i = 0; i < NBUF_LARGE_SLOTS; i++) {
-        if (lc->slot[i]) {
-            items[n++] = lc->slot[i];
-            lc->slot[i] = NULL;
-        }
-    }
-    NBUF_STORE_RELAXED(lc->bytes, 0);
-    if (n)
-        nbuf_pairs_free_(tc->pool, items, n, false);
-}
-
 void
 nbuf_tcache_flush_(struct nbuf_tcache *tc)
 {
     for (unsigned i = 0; i < tc->pool->ncached; i++)
         bin_flush(tc, &tc->bins[i], UINT32_MAX, false);
-    large_flush(tc);
+    nbuf_tcache_large_flush_(tc);
     stage_flush(tc);
     headers_flush(tc, 0);
 }
@@ -380,7 +321,7 @@ nbuf_tcache_gc_(struct nbuf_tcache *tc)
     }
     /* Large pairs are few and big: an idle interval returns them all. */
     if (tc->large.nget == tc->large.gc_nget)
-        large_flush(tc);
+        nbuf_tcache_large_flush_(tc);
     tc->large.gc_nget = tc->large.nget;
 }
 
@@ -582,7 +523,7 @@ nbuf_tcache_check_(const struct nbuf_tcache *tc)
 {
     uint64_t caps = 0;
     for (unsigned i = 0; i < tc->pool->ncached; i++) {
-        if (tc->bins[i].cap > nbuf_pool_cache_cap_(tc->pool, i))
+        if (tc->bins[i].cap > tc->pool->cache_cap[i])
             return false;
         caps += (uint64_t)tc->bins[i].cap * nbuf_sz_usize_(i);
     }

@@ -318,7 +318,7 @@ struct nbuf_tcache_bin {
     uint64_t nalloc;   /* fast-path pops (statistics) */
     uint64_t nrelease; /* fast-path pushes (statistics) */
     uint32_t room;     /* free places: the release fast path's one test */
-    uint32_t cap;      /* now; grows on demand up to nbuf_pool_cache_cap_ (0
+    uint32_t cap;      /* now; grows on demand up to pool->cache_cap (0
                           with NBUF_POOL_NO_CACHE or above cache_max_size) */
 };
 
@@ -477,6 +477,9 @@ struct nbuf_pool {
     struct nbuf_backing backing;
     unsigned narenas;
     struct nbuf_arena *arenas;
+    /* Per class: a thread-cache bin's and an arena stash's most entries. */
+    uint32_t cache_cap[NBUF_NCLASSES];
+    uint32_t stash_cap[NBUF_NCLASSES];
     /* Per small class: pages per subpage run and elements per run. */
     uint32_t run_pages[NBUF_NCLASSES];
     uint32_t run_elems[NBUF_NCLASSES];

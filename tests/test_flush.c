@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "composite_int.h"
+#include "io_int.h"
 #include "sysops.h"
 
 #ifndef IOV_MAX

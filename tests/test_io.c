@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "composite_int.h"
+#include "io_int.h"
 #include "sysops.h"
 
 static void
