@@ -9,6 +9,9 @@
  * the fast paths. Calls the thread cache, the arenas (through it), huge.c,
  * stats and leak tracking.
  */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "internal.h"
 
 /* Checked mode's junk: on allocation and on release (jemalloc's bytes). */
@@ -261,6 +264,41 @@ nbuf_buf_header_put_(struct nbuf *h)
         free(h);
 }
 
+static void
+view_free(struct nbuf *b)
+{
+    switch (b->kind) {
+    case NBUF_KIND_VIEW: {
+        struct nbuf *root = b->root;
+        struct nbuf_pool *p = b->pool;
+        if (p)
+            nbuf_views_account_(p, false);
+        nbuf_buf_header_put_(b);
+        /* The view's reference on the root goes here. */
+        nbuf_release(root);
+        return;
+    }
+    case NBUF_KIND_WRAP: {
+        void (*free_fn)(void *, void *) = b->free_fn;
+        void *data = b->mem, *ctx = b->slab;
+        nbuf_buf_header_put_(b);
+        if (free_fn)
+            free_fn(data, ctx);
+        return;
+    }
+    case NBUF_KIND_MAPPED:
+        if (b->capacity) {
+            /* The mapping starts on the page holding mem (see map_file). */
+            size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            size_t delta = (size_t)((uintptr_t)b->mem & (page - 1));
+            munmap(b->mem - delta, b->capacity + delta);
+        }
+        nbuf_buf_header_put_(b);
+        return;
+    default: nbuf_assert(!"not a view, wrapped or mapped buffer");
+    }
+}
+
 void
 nbuf_buf_free_(struct nbuf *b)
 {
@@ -303,7 +341,7 @@ nbuf_buf_free_(struct nbuf *b)
         return;
     case NBUF_KIND_VIEW:
     case NBUF_KIND_WRAP:
-    case NBUF_KIND_MAPPED: nbuf_view_free_(b); return;
+    case NBUF_KIND_MAPPED: view_free(b); return;
     default: nbuf_assert(!"unknown buffer kind"); return;
     }
 }

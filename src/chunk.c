@@ -101,7 +101,7 @@ nbuf_chunk_new_(struct nbuf_arena *a)
     if (!c->dirty)
         goto out_subpages;
     c->purge_at = NBUF_NEVER;
-    if (!nbuf_pool_charge_(p, p->cfg.chunk_size))
+    if (!nbuf_budget_charge_(p, p->cfg.chunk_size))
         goto out_subpages; /* errno = EDQUOT: the caller may trim and retry */
     c->base = nbuf_backing_alloc_(&p->backing, p->cfg.chunk_size, p->cfg.page_size);
     if (!c->base)
@@ -119,7 +119,7 @@ nbuf_chunk_new_(struct nbuf_arena *a)
     return c;
 
 out_charge:
-    nbuf_pool_uncharge_(p, p->cfg.chunk_size);
+    nbuf_budget_uncharge_(p, p->cfg.chunk_size);
     errno = ENOMEM;
 out_subpages:
     free(c->dirty);
@@ -142,7 +142,7 @@ nbuf_chunk_free_(struct nbuf_chunk *c)
     }
     NBUF_UNPOISON(c->base, p->cfg.chunk_size);
     nbuf_backing_free_(&p->backing, c->base, p->cfg.chunk_size, p->cfg.page_size);
-    nbuf_pool_uncharge_(p, p->cfg.chunk_size);
+    nbuf_budget_uncharge_(p, p->cfg.chunk_size);
     atomic_fetch_sub_explicit(&p->nchunks, 1, memory_order_relaxed);
     free(c->dirty);
     free(c->subpages);

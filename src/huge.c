@@ -58,9 +58,9 @@ nbuf_huge_alloc_(struct nbuf_pool *p, size_t size)
         NBUF_UNPOISON(mem, size);
         return mem;
     }
-    if (!nbuf_pool_charge_(p, size)) {
-        nbuf_pool_trim_all_(p);
-        if (!nbuf_pool_charge_(p, size)) {
+    if (!nbuf_budget_charge_(p, size)) {
+        nbuf_budget_reclaim_(p);
+        if (!nbuf_budget_charge_(p, size)) {
             atomic_fetch_add(&p->limit_failures, 1);
             nbuf_report_("nbuf: memory_limit %zu reached allocating a %zu-byte huge buffer\n",
                          p->cfg.memory_limit, size);
@@ -70,7 +70,7 @@ nbuf_huge_alloc_(struct nbuf_pool *p, size_t size)
     }
     mem = nbuf_backing_alloc_(&p->backing, size, p->cfg.page_size);
     if (!mem) {
-        nbuf_pool_uncharge_(p, size);
+        nbuf_budget_uncharge_(p, size);
         errno = ENOMEM;
         return NULL;
     }
@@ -81,7 +81,7 @@ static void
 extent_free(struct nbuf_pool *p, void *mem, size_t size)
 {
     nbuf_backing_free_(&p->backing, mem, size, p->cfg.page_size);
-    nbuf_pool_uncharge_(p, size);
+    nbuf_budget_uncharge_(p, size);
 }
 
 /* Move the extents cached before @now - decay_ms into @out (hc->lock);

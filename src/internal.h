@@ -162,6 +162,14 @@ void nbuf_decay_fork_parent_(void);
 void nbuf_decay_fork_child_(void);
 bool nbuf_decay_purger_running_(void);
 
+/* ---- budget.c ---- */
+/* Charge @bytes taken from the backing against memory_limit: false with
+ * errno = EDQUOT (nothing charged) if it would pass the limit. */
+bool nbuf_budget_charge_(struct nbuf_pool *p, size_t bytes);
+void nbuf_budget_uncharge_(struct nbuf_pool *p, size_t bytes);
+/* A charge failed: have the pool give idle memory back (p->reclaim). */
+void nbuf_budget_reclaim_(struct nbuf_pool *p);
+
 /* ---- backing.c ---- */
 int nbuf_backing_init_(struct nbuf_backing *bk, const struct nbuf_pool_config *cfg);
 void *nbuf_backing_alloc_(struct nbuf_backing *bk, size_t size, size_t align);
@@ -304,6 +312,40 @@ void nbuf_header_free_(struct nbuf *h);
 bool nbuf_tcache_check_(const struct nbuf_tcache *tc);
 uint32_t nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin);
 
+/* Send @b's final release down the slow path (and off the key fast path). */
+static inline void
+nbuf_buf_set_slow_(struct nbuf *b, uint8_t slow)
+{
+    b->slow = slow;
+    if (slow)
+        b->key = NBUF_KEY_NONE;
+}
+
+/* ---- tcache_stats.c ---- */
+/* Counters moved by an allocation, and by a release (see nbuf_pool_stats). */
+#define TSTATS_ALLOC_FIELDS(X)                                                                     \
+    X(nalloc)                                                                                      \
+    X(bytes_alloc)                                                                                 \
+    X(req_alloc)                                                                                   \
+    X(cache_misses)                                                                                \
+    X(views_new)                                                                                   \
+    X(huge_alloc)                                                                                  \
+    X(slow_alloc)
+#define TSTATS_RELEASE_FIELDS(X)                                                                   \
+    X(nrelease)                                                                                    \
+    X(bytes_release)                                                                               \
+    X(req_release)                                                                                 \
+    X(remote_releases)                                                                             \
+    X(views_free)
+#define TSTATS_FIELDS(X) TSTATS_ALLOC_FIELDS(X) TSTATS_RELEASE_FIELDS(X)
+
+void nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src);
+/* A cache's counters: its slow-path ones plus its bins' fast-path counts. */
+void nbuf_tcache_stats_(const struct nbuf_tcache *tc, struct nbuf_tstats *out);
+/* Its bins' fast-path counts alone, as release or allocation counters. */
+void nbuf_tcache_release_counts_(const struct nbuf_tcache *tc, struct nbuf_tstats *t);
+void nbuf_tcache_alloc_counts_(const struct nbuf_tcache *tc, struct nbuf_tstats *t);
+
 /* ---- pool.c ---- */
 /* Entries a thread-cache bin of class @szind may hold (0: not cached), and
  * its arena stash (the lower layers read p->cache_cap and p->stash_cap). */
@@ -341,11 +383,8 @@ int nbuf_pool_trim_all_(struct nbuf_pool *p);
 /* Tests: run @p's decay on this clock (ms) instead of the real one; the
  * purger then leaves the pool alone and nbuf_pool_decay_ drives it. */
 void nbuf_pool_set_clock_(struct nbuf_pool *p, uint64_t (*clock_ms)(void *ctx), void *ctx);
-struct nbuf_arena *nbuf_pool_bind_arena_(struct nbuf_pool *p);
 bool nbuf_pool_check_(struct nbuf_pool *p);
 /* Debit/credit backing bytes against the limit; false = over the limit. */
-bool nbuf_pool_charge_(struct nbuf_pool *p, size_t bytes);
-void nbuf_pool_uncharge_(struct nbuf_pool *p, size_t bytes);
 unsigned nbuf_pool_env_flags_(void);
 
 /*
@@ -403,6 +442,10 @@ extern NBUF_HIDDEN bool nbuf_on_valgrind_;
         NBUF_VG_UNDEFINED(p, n);                                                                   \
     } while (0)
 
+/* ---- stats.c ---- */
+/* Add @d to the calling thread's counters for @p (or the pool's, locked). */
+void nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t tid);
+
 /* ---- registry.c ---- */
 /* 0, or -ENOMEM (the pool must not be used then: fork would not see it). */
 int nbuf_registry_add_(struct nbuf_pool *p);
@@ -420,23 +463,27 @@ void nbuf_buf_free_(struct nbuf *b);
 void nbuf_buf_header_put_(struct nbuf *h);
 /* Report a use of released buffer @b by @op (with its history); -EINVAL. */
 int nbuf_buf_dead_(const struct nbuf *b, const char *op);
-/* Send @b's final release down the slow path (and off the key fast path). */
+/* Count a view made or gone in the calling thread's counters. */
 static inline void
-nbuf_buf_set_slow_(struct nbuf *b, uint8_t slow)
+nbuf_views_account_(struct nbuf_pool *p, bool created)
 {
-    b->slow = slow;
-    if (slow)
-        b->key = NBUF_KEY_NONE;
+    if (likely(nbuf_tls_.pool_id == p->id)) {
+        struct nbuf_tcache *tc = nbuf_tls_.tc;
+        if (created)
+            NBUF_STAT_ADD(tc->st.views_new, 1);
+        else
+            NBUF_STAT_ADD(tc->st.views_free, 1);
+        return;
+    }
+    struct nbuf_tstats d = {.views_new = created, .views_free = !created};
+    nbuf_stats_account_(p, &d, 0);
 }
+
 static inline bool
 nbuf_is_dead_(const struct nbuf *b)
 {
     return atomic_load_explicit(&((struct nbuf *)b)->refcnt, memory_order_relaxed) == 0;
 }
-
-/* ---- view.c ---- */
-/* Final release of a VIEW, WRAP or MAPPED buffer. */
-void nbuf_view_free_(struct nbuf *b);
 
 /* ---- leak.c ---- */
 /* Debug state of a new pool from NBUF_LEAK / checked mode / valgrind; may
@@ -465,15 +512,10 @@ void nbuf_report_buf_(const struct nbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Leak report through nbuf_report_ (nbuf_pool_free's -EBUSY path). */
 void nbuf_leak_report_pool_(struct nbuf_pool *p);
+/* nbuf_pool_leak_report's report to @out (may be NULL): live buffers counted. */
+uint64_t nbuf_leak_report_stream_(struct nbuf_pool *p, FILE *out);
 /* The registry's and the quarantine's invariants (true without a registry). */
 bool nbuf_leak_check_(struct nbuf_pool *p);
-
-/* ---- stats.c ---- */
-void nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src);
-/* A cache's counters: its slow-path ones plus its bins' fast-path counts. */
-void nbuf_tcache_stats_(const struct nbuf_tcache *tc, struct nbuf_tstats *out);
-/* Add @d to the calling thread's counters for @p (or the pool's, locked). */
-void nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t tid);
 
 /* ---- debug.c ---- */
 void nbuf_report_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -529,16 +529,14 @@ report(struct nbuf_pool *p, struct sink *s, const char *when)
     return n;
 }
 
-NBUF_EXPORT int
-nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out)
+uint64_t
+nbuf_leak_report_stream_(struct nbuf_pool *p, FILE *out)
 {
-    if (!(p = nbuf_pool_resolve_(p)))
-        return -errno;
     struct sink s = {out, NULL, 0};
     uint64_t n = report(p, &s, "leak report");
     if (out)
         fflush(out);
-    return n > INT_MAX ? INT_MAX : (int)n;
+    return n;
 }
 
 void

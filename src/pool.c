@@ -183,6 +183,7 @@ nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
         goto out_arenas;
     p->fast_id = nbuf_pool_fast_id_(p);
     p->decay_ms = cfg.decay_ms;
+    p->reclaim = nbuf_pool_trim_all_;
     p->can_purge = nbuf_backing_can_discard_(&p->backing);
     atomic_init(&p->background, !(cfg.flags & NBUF_POOL_NO_BACKGROUND));
     err = nbuf_huge_cache_init_(p);
@@ -252,40 +253,6 @@ nbuf_pool_fast_id_(const struct nbuf_pool *p)
     return p->id;
 }
 
-struct nbuf_arena *
-nbuf_pool_bind_arena_(struct nbuf_pool *p)
-{
-    struct nbuf_arena *best = &p->arenas[0];
-    unsigned best_n = atomic_load(&best->nthreads);
-    for (unsigned i = 1; i < p->narenas && best_n; i++) {
-        unsigned n = atomic_load(&p->arenas[i].nthreads);
-        if (n < best_n) {
-            best = &p->arenas[i];
-            best_n = n;
-        }
-    }
-    atomic_fetch_add(&best->nthreads, 1);
-    return best;
-}
-
-bool
-nbuf_pool_charge_(struct nbuf_pool *p, size_t bytes)
-{
-    uint64_t now = atomic_fetch_add(&p->backing_bytes, bytes) + bytes;
-    if (p->cfg.memory_limit && now > p->cfg.memory_limit) {
-        atomic_fetch_sub(&p->backing_bytes, bytes);
-        errno = EDQUOT;
-        return false;
-    }
-    return true;
-}
-
-void
-nbuf_pool_uncharge_(struct nbuf_pool *p, size_t bytes)
-{
-    atomic_fetch_sub(&p->backing_bytes, bytes);
-}
-
 int
 nbuf_pool_trim_all_(struct nbuf_pool *p)
 {
@@ -303,6 +270,16 @@ nbuf_pool_trim_all_(struct nbuf_pool *p)
     nbuf_huge_trim_(p);
     nbuf_backing_purge_(&p->backing);
     return 0;
+}
+
+/* The API entry lives here, where a NULL pool is resolved; leak.c writes. */
+NBUF_EXPORT int
+nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out)
+{
+    if (!(p = nbuf_pool_resolve_(p)))
+        return -errno;
+    uint64_t n = nbuf_leak_report_stream_(p, out);
+    return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 NBUF_EXPORT int

@@ -7,31 +7,6 @@
  */
 #include "internal.h"
 
-/* Counters moved by an allocation, and by a release (see nbuf_pool_stats). */
-#define TSTATS_ALLOC_FIELDS(X)                                                                     \
-    X(nalloc)                                                                                      \
-    X(bytes_alloc)                                                                                 \
-    X(req_alloc)                                                                                   \
-    X(cache_misses)                                                                                \
-    X(views_new)                                                                                   \
-    X(huge_alloc)                                                                                  \
-    X(slow_alloc)
-#define TSTATS_RELEASE_FIELDS(X)                                                                   \
-    X(nrelease)                                                                                    \
-    X(bytes_release)                                                                               \
-    X(req_release)                                                                                 \
-    X(remote_releases)                                                                             \
-    X(views_free)
-#define TSTATS_FIELDS(X) TSTATS_ALLOC_FIELDS(X) TSTATS_RELEASE_FIELDS(X)
-
-void
-nbuf_tstats_add_(struct nbuf_tstats *dst, const struct nbuf_tstats *src)
-{
-#define ADD(f) dst->f += NBUF_LOAD_RELAXED(src->f);
-    TSTATS_FIELDS(ADD)
-#undef ADD
-}
-
 void
 nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t tid)
 {
@@ -49,35 +24,6 @@ nbuf_stats_account_(struct nbuf_pool *p, const struct nbuf_tstats *d, uint32_t t
     nbuf_tstats_add_(&p->retired, d);
     p->retired.remote_releases += remote;
     pthread_mutex_unlock(&p->lock);
-}
-
-/* The bins' fast-path counts, as slow-path style counters. */
-static void
-bins_release_counts(const struct nbuf_tcache *tc, struct nbuf_tstats *t)
-{
-    for (unsigned i = 0; i < tc->pool->ncached; i++) {
-        uint64_t n = NBUF_LOAD_RELAXED(tc->bins[i].nrelease);
-        t->nrelease += n;
-        t->bytes_release += n * nbuf_sz_usize_(i);
-    }
-}
-
-static void
-bins_alloc_counts(const struct nbuf_tcache *tc, struct nbuf_tstats *t)
-{
-    for (unsigned i = 0; i < tc->pool->ncached; i++) {
-        uint64_t n = NBUF_LOAD_RELAXED(tc->bins[i].nalloc);
-        t->nalloc += n;
-        t->bytes_alloc += n * nbuf_sz_usize_(i);
-    }
-}
-
-void
-nbuf_tcache_stats_(const struct nbuf_tcache *tc, struct nbuf_tstats *out)
-{
-    nbuf_tstats_add_(out, &tc->st);
-    bins_release_counts(tc, out);
-    bins_alloc_counts(tc, out);
 }
 
 static uint64_t
@@ -126,7 +72,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         TSTATS_RELEASE_FIELDS(ADD)
         if (!tc)
             break;
-        bins_release_counts(tc, &t);
+        nbuf_tcache_release_counts_(tc, &t);
     }
     atomic_thread_fence(memory_order_acquire);
     for (struct nbuf_tcache *tc = p->tcaches;; tc = tc->next) {
@@ -134,7 +80,7 @@ nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
         TSTATS_ALLOC_FIELDS(ADD)
         if (!tc)
             break;
-        bins_alloc_counts(tc, &t);
+        nbuf_tcache_alloc_counts_(tc, &t);
         out->cached_bytes += cached_bytes_of(p, tc);
         out->threads++;
     }

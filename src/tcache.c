@@ -132,6 +132,23 @@ bin_shrink(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t cap)
     tc->budget += (uint64_t)cut * nbuf_sz_usize_(bin_szind(tc, bin));
 }
 
+/* The arena with the fewest bound threads, for a new thread cache. */
+static struct nbuf_arena *
+bind_arena(struct nbuf_pool *p)
+{
+    struct nbuf_arena *best = &p->arenas[0];
+    unsigned best_n = atomic_load(&best->nthreads);
+    for (unsigned i = 1; i < p->narenas && best_n; i++) {
+        unsigned n = atomic_load(&p->arenas[i].nthreads);
+        if (n < best_n) {
+            best = &p->arenas[i];
+            best_n = n;
+        }
+    }
+    atomic_fetch_add(&best->nthreads, 1);
+    return best;
+}
+
 static struct nbuf_tcache *
 tcache_new(struct nbuf_pool *p)
 {
@@ -148,7 +165,7 @@ tcache_new(struct nbuf_pool *p)
     tc->pool = p;
     tc->key = atomic_fetch_add(&next_tcache_key, 1);
     tc->gc_tick = NBUF_GC_INTERVAL;
-    tc->arena = nbuf_pool_bind_arena_(p);
+    tc->arena = bind_arena(p);
     tc->seen_trim_epoch = atomic_load(&p->trim_epoch);
     pthread_mutex_lock(&p->lock);
     tc->id = ++p->next_tcache_id;
@@ -362,7 +379,7 @@ fill(struct nbuf_pool *p, struct nbuf_arena *a, unsigned szind, struct nbuf **ou
     unsigned got = nbuf_arena_alloc_pairs_(a, szind, out, n);
     if (got || errno != EDQUOT)
         return got;
-    nbuf_pool_trim_all_(p);
+    nbuf_budget_reclaim_(p);
     got = nbuf_arena_alloc_pairs_(a, szind, out, n);
     if (!got && errno == EDQUOT) {
         atomic_fetch_add(&p->limit_failures, 1);

@@ -490,7 +490,8 @@ struct nbuf_pool {
     struct nbuf_tstats retired; /* counters of exited threads */
     _Atomic uint64_t trim_epoch;
 
-    _Atomic uint64_t backing_bytes;
+    _Atomic uint64_t backing_bytes;      /* budget.c */
+    int (*reclaim)(struct nbuf_pool *p); /* budget.c's hook: the pool's trim */
     _Atomic uint64_t nchunks;
     _Atomic uint64_t huge_allocs;
     _Atomic uint64_t limit_failures;

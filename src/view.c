@@ -43,21 +43,6 @@ hdr_discard(struct nbuf *h, struct nbuf_pool *p)
     }
 }
 
-static inline void
-views_account(struct nbuf_pool *p, bool created)
-{
-    if (likely(nbuf_tls_.pool_id == p->id)) {
-        struct nbuf_tcache *tc = nbuf_tls_.tc;
-        if (created)
-            NBUF_STAT_ADD(tc->st.views_new, 1);
-        else
-            NBUF_STAT_ADD(tc->st.views_free, 1);
-        return;
-    }
-    struct nbuf_tstats d = {.views_new = created, .views_free = !created};
-    nbuf_stats_account_(p, &d, 0);
-}
-
 /* Header fields every non-pooled header starts with. */
 static inline void
 hdr_init(struct nbuf *h, struct nbuf_pool *p, uint8_t kind, uint8_t *mem, size_t capacity)
@@ -109,7 +94,7 @@ view_new(struct nbuf *b, size_t off, size_t len)
     v->flags |= root->flags & NBUF_F_READONLY;
     v->root = root;
     if (p) {
-        views_account(p, true);
+        nbuf_views_account_(p, true);
         if (unlikely(p->leaks))
             nbuf_leak_track_(p, v);
     }
@@ -265,39 +250,4 @@ nbuf_map_file(int fd, off_t off, size_t len)
     if (p && unlikely(p->leaks))
         nbuf_leak_track_(p, h);
     return h;
-}
-
-void
-nbuf_view_free_(struct nbuf *b)
-{
-    switch (b->kind) {
-    case NBUF_KIND_VIEW: {
-        struct nbuf *root = b->root;
-        struct nbuf_pool *p = b->pool;
-        if (p)
-            views_account(p, false);
-        nbuf_buf_header_put_(b);
-        /* The view's reference on the root goes here. */
-        nbuf_release(root);
-        return;
-    }
-    case NBUF_KIND_WRAP: {
-        void (*free_fn)(void *, void *) = b->free_fn;
-        void *data = b->mem, *ctx = b->slab;
-        nbuf_buf_header_put_(b);
-        if (free_fn)
-            free_fn(data, ctx);
-        return;
-    }
-    case NBUF_KIND_MAPPED:
-        if (b->capacity) {
-            /* The mapping starts on the page holding mem (see map_file). */
-            size_t page = (size_t)sysconf(_SC_PAGESIZE);
-            size_t delta = (size_t)((uintptr_t)b->mem & (page - 1));
-            munmap(b->mem - delta, b->capacity + delta);
-        }
-        nbuf_buf_header_put_(b);
-        return;
-    default: nbuf_assert(!"not a view, wrapped or mapped buffer");
-    }
 }
