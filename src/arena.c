@@ -8,6 +8,7 @@
  * decay_ms after it was first dirtied, an empty chunk then goes back to the
  * backing, and stashed pairs unused for a decay period go back to chunks;
  * all on the slow-path events that hold the lock anyway, or the purger.
+ * Layer: arena; calls chunk.c, subpage.c and decay.c (clock, purger wake-up).
  */
 #include "internal.h"
 

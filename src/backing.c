@@ -5,6 +5,7 @@
  * process, shared by all pools, aligned mallocx without tcache so chunks never
  * sit in jemalloc's caches), anonymous mmap (optionally MADV_HUGEPAGE), or the
  * user's callbacks. A countdown lets tests make the Nth call fail.
+ * Layer: backing; calls only the system (jemalloc, mmap, madvise).
  */
 #include <sys/mman.h>
 #include <unistd.h>

@@ -3,6 +3,7 @@
  * Reporting: every diagnostic nbuf prints (double releases, leaks, limit
  * failures, failed asserts) goes through nbuf_report_, which writes to stderr
  * or, in tests, to a hook that captures the text.
+ * Layer: base; calls nothing.
  */
 #include <stdarg.h>
 

@@ -7,6 +7,8 @@
  * Checked mode tracks every buffer and parks released headers in a FIFO so
  * that stale releases and uses find them dead. Nothing here is on a fast
  * path: pools with a registry take the slow paths (see nbuf_debug_pool_init_).
+ * Layer: pool (an observer the buffer layer calls at its events); calls
+ * debug.c and the thread cache's key helper.
  */
 #include <execinfo.h>
 #include <limits.h>

@@ -2,7 +2,8 @@
 /*
  * Pools: configuration and its validation, creation and teardown, the
  * process-wide default pool (configured from NBUF_* environment variables),
- * arena binding, memory_limit accounting and trimming.
+ * trimming (also the budget's reclaim hook) and the background switch.
+ * Layer: pool; calls every allocator layer below, registry.c and leak.c.
  */
 #include <ctype.h>
 #include <limits.h>

@@ -20,6 +20,7 @@
  *
  * Free page runs are binned the same way over page counts: 8 exact bins for
  * 1..8 pages, then four per doubling.
+ * Layer: base; calls nothing.
  */
 #include "internal.h"
 

@@ -4,6 +4,8 @@
  * owners write), the retired counters of exited threads and the arenas'
  * figures into a snapshot, and printing it as text or JSON with a per-chunk
  * occupancy map.
+ * Layer: pool (an observer); calls the arenas, the thread caches' counters
+ * and huge.c.
  */
 #include "internal.h"
 

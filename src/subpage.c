@@ -5,6 +5,7 @@
  * that holds a whole number of elements (size_class.c), so no tail is wasted.
  * A search starts at a hint word, so a mostly full subpage costs one ctz.
  * All calls need the arena lock.
+ * Layer: chunk; calls size_class.c only.
  */
 #include "internal.h"
 

@@ -13,6 +13,7 @@
  * the bins in use. Caches are
  * flushed at thread exit (pthread key destructor); a thread that is exiting,
  * or that releases after its cache is gone, uses the arenas directly.
+ * Layer: thread cache; calls the arenas, budget.c (reclaim) and tcache_stats.c.
  */
 #include "internal.h"
 

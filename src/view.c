@@ -7,6 +7,8 @@
  * root->nviews, so the root's memory neither moves nor goes away first.
  * A view of a view points at the original root. WRAP and MAPPED headers come
  * from the default pool's header cache but belong to no pool's counters.
+ * Layer: buffer; calls buf.c, the pool (NULL-pool resolution), leak.c and
+ * the thread cache (headers).
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
