@@ -57,10 +57,13 @@ bin_set_count(struct nbuf_tcache_bin *bin, uint32_t n)
     NBUF_STORE_RELAXED(bin->room, bin->cap - n);
 }
 
+/* For other threads (stats): the owner may be growing or shrinking the bin,
+ * so cap and room are read relaxed and a mixed pair clamps to 0. */
 uint32_t
 nbuf_tcache_bin_count_(const struct nbuf_tcache_bin *bin)
 {
-    return bin_count(bin);
+    uint32_t room = NBUF_LOAD_RELAXED(bin->room), cap = NBUF_LOAD_RELAXED(bin->cap);
+    return room > cap ? 0 : cap - room;
 }
 
 /* ---- the byte budget ---- */
@@ -110,7 +113,7 @@ bin_grow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
         grow = tc->budget / usize;
     if (!grow)
         return false;
-    bin->cap += (uint32_t)grow;
+    NBUF_STORE_RELAXED(bin->cap, bin->cap + (uint32_t)grow); /* stats read it */
     NBUF_STORE_RELAXED(bin->room, bin->room + (uint32_t)grow);
     tc->budget -= grow * usize;
     return true;
@@ -128,7 +131,7 @@ bin_shrink(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t cap)
     if (cap >= bin->cap)
         return;
     uint32_t cut = bin->cap - cap;
-    bin->cap = cap;
+    NBUF_STORE_RELAXED(bin->cap, cap); /* stats read it */
     NBUF_STORE_RELAXED(bin->room, bin->room - cut);
     tc->budget += (uint64_t)cut * nbuf_sz_usize_(bin_szind(tc, bin));
 }
