@@ -4,8 +4,9 @@
  * @brief Pools: where every nbuf buffer's memory comes from.
  *
  * A pool is a jemalloc/Netty-style allocator dedicated to IO buffers. It takes
- * large *chunks* (4 MiB by default) from a *backing* (a dedicated jemalloc
- * arena, anonymous mmap, or your own callbacks), carves them into *pages*
+ * large *chunks* (4 MiB by default) from a *backing* (anonymous mmap, a
+ * dedicated jemalloc arena in a build with -Djemalloc=enabled, or your own
+ * callbacks), carves them into *pages*
  * (8 KiB by default) and runs of pages, and carves single-page-ish runs into
  * equal *subpage* elements for small sizes. Requests are rounded up to one of
  * four size classes per doubling (16 B quantum), so the waste of a buffer is
@@ -54,9 +55,10 @@ struct nbuf_pool;
 
 /** Where a pool takes its chunks from. */
 enum nbuf_backing_kind {
-    /** A dedicated jemalloc arena, aligned mallocx() without tcache (default). */
+    /** A dedicated jemalloc arena, aligned mallocx() without tcache (the
+     *  default in a build with -Djemalloc=enabled; EINVAL in one without). */
     NBUF_BACKING_JEMALLOC = 0,
-    /** Anonymous mmap(); see nbuf_pool_config::huge_pages. */
+    /** Anonymous mmap() (the default); see nbuf_pool_config::huge_pages. */
     NBUF_BACKING_MMAP = 1,
     /** nbuf_pool_config::chunk_alloc / chunk_free. */
     NBUF_BACKING_CUSTOM = 2,
@@ -86,7 +88,8 @@ struct nbuf_pool_config {
     size_t max_buffer_size;
     /** NBUF_POOL_* flags (default 0). */
     unsigned flags;
-    /** Backing kind (default NBUF_BACKING_JEMALLOC). */
+    /** Backing kind (default NBUF_BACKING_MMAP, or NBUF_BACKING_JEMALLOC in
+     *  a build with -Djemalloc=enabled). */
     enum nbuf_backing_kind backing;
     /** With NBUF_BACKING_MMAP: madvise(MADV_HUGEPAGE) on chunks. */
     int huge_pages;

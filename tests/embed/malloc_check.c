@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Linked with libnbuf (shared or static, as meson builds it), this program
+ * checks that its malloc is still the C library's: nbuf must never replace
+ * the host's allocator (an unprefixed jemalloc linked in would). Exit 0 when
+ * malloc comes from libc and no jemalloc entry point is in the process.
+ */
+#include <dlfcn.h>
+#include <nbuf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+main(void)
+{
+    /* Use nbuf, so the link keeps it. */
+    struct nbuf *b = nbuf_alloc(NULL, 1000);
+    if (!b || nbuf_write(b, "x", 1) != 0)
+        return 1;
+    nbuf_release(b);
+    Dl_info info;
+    void *m = dlsym(RTLD_DEFAULT, "malloc");
+    if (!m || !dladdr(m, &info) || !info.dli_fname) {
+        fprintf(stderr, "cannot tell where malloc comes from\n");
+        return 1;
+    }
+    if (!strstr(info.dli_fname, "libc.so")) {
+        fprintf(stderr, "malloc comes from %s, not libc\n", info.dli_fname);
+        return 1;
+    }
+    if (dlsym(RTLD_DEFAULT, "mallctl") || dlsym(RTLD_DEFAULT, "mallocx")) {
+        fprintf(stderr, "a jemalloc is linked into the program\n");
+        return 1;
+    }
+    printf("malloc from %s: ok\n", info.dli_fname);
+    return 0;
+}
