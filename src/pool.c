@@ -370,12 +370,24 @@ nbuf_pool_check_(struct nbuf_pool *p)
 
 /* ---- environment ---- */
 
+/* A boolean variable: 1/on/yes/true or 0/off/no/false (any case); unset
+ * or empty is false, anything else is reported and taken as false. */
 static bool
 env_true(const char *name)
 {
     const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0 && strcasecmp(v, "off") != 0 &&
-           strcasecmp(v, "no") != 0 && strcasecmp(v, "false") != 0;
+    if (!v || !*v)
+        return false;
+    static const char *const yes[] = {"1", "on", "yes", "true"};
+    static const char *const no[] = {"0", "off", "no", "false"};
+    for (unsigned i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0)
+            return true;
+        if (strcasecmp(v, no[i]) == 0)
+            return false;
+    }
+    nbuf_report_("nbuf: ignoring %s=%s (1, on, yes, true or 0, off, no, false)\n", name, v);
+    return false;
 }
 
 /* Flags that apply to every pool, so a whole test suite can run checked or
@@ -395,7 +407,7 @@ nbuf_pool_env_flags_(void)
     if (env_true("NBUF_NO_CACHE"))
         f |= NBUF_POOL_NO_CACHE;
     const char *bg = getenv("NBUF_BACKGROUND");
-    if (bg && strcmp(bg, "0") == 0)
+    if (bg && *bg && !env_true("NBUF_BACKGROUND"))
         f |= NBUF_POOL_NO_BACKGROUND;
     return f;
 }
@@ -405,6 +417,10 @@ static bool
 parse_size(const char *s, size_t *out)
 {
     char *end;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '-' || *s == '+')
+        return false; /* strtoull would wrap "-1" to SIZE_MAX */
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s)
@@ -446,7 +462,10 @@ env_unsigned(const char *name, unsigned *field)
 {
     size_t v = *field;
     env_size(name, &v);
-    *field = v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
+    if (v > UINT32_MAX)
+        nbuf_report_("nbuf: ignoring %s=%s (too large)\n", name, getenv(name));
+    else
+        *field = (unsigned)v;
 }
 
 /* An integer of milliseconds, or -1. */
@@ -473,24 +492,40 @@ default_pool_create(void)
 {
     struct nbuf_pool_config cfg;
     nbuf_pool_config_init(&cfg);
-    env_size("NBUF_PAGE_SIZE", &cfg.page_size);
-    env_size("NBUF_CHUNK_SIZE", &cfg.chunk_size);
-    env_unsigned("NBUF_ARENAS", &cfg.arenas);
-    env_unsigned("NBUF_CACHE_SMALL", &cfg.cache_small_count);
-    env_unsigned("NBUF_CACHE_NORMAL", &cfg.cache_normal_count);
-    env_size("NBUF_CACHE_MAX_SIZE", &cfg.cache_max_size);
-    env_size("NBUF_CACHE_LARGE", &cfg.cache_large_bytes);
-    env_decay("NBUF_DECAY_MS", &cfg.decay_ms);
-    env_size("NBUF_CACHE_THREAD", &cfg.cache_thread_bytes);
-    env_size("NBUF_MEMORY_LIMIT", &cfg.memory_limit);
-    env_size("NBUF_MAX_BUFFER_SIZE", &cfg.max_buffer_size);
+    /* One variable at a time: a value the configuration cannot take (alone
+     * or with the ones before it) is reported by name and dropped, and the
+     * others still apply. */
+#define APPLY(parse, name, field)                                                                  \
+    do {                                                                                           \
+        struct nbuf_pool_config before = cfg;                                                      \
+        parse(name, &cfg.field);                                                                   \
+        if (!config_valid(&cfg)) {                                                                 \
+            nbuf_report_("nbuf: ignoring %s=%s (out of range, or not with the other settings)\n",  \
+                         name, getenv(name));                                                      \
+            cfg = before;                                                                          \
+        }                                                                                          \
+    } while (0)
+    APPLY(env_size, "NBUF_PAGE_SIZE", page_size);
+    APPLY(env_size, "NBUF_CHUNK_SIZE", chunk_size);
+    APPLY(env_unsigned, "NBUF_ARENAS", arenas);
+    APPLY(env_unsigned, "NBUF_CACHE_SMALL", cache_small_count);
+    APPLY(env_unsigned, "NBUF_CACHE_NORMAL", cache_normal_count);
+    APPLY(env_size, "NBUF_CACHE_MAX_SIZE", cache_max_size);
+    APPLY(env_size, "NBUF_CACHE_LARGE", cache_large_bytes);
+    APPLY(env_decay, "NBUF_DECAY_MS", decay_ms);
+    APPLY(env_size, "NBUF_CACHE_THREAD", cache_thread_bytes);
+    APPLY(env_size, "NBUF_MEMORY_LIMIT", memory_limit);
+    APPLY(env_size, "NBUF_MAX_BUFFER_SIZE", max_buffer_size);
+#undef APPLY
     const char *bk = getenv("NBUF_BACKING");
-    if (bk && strcmp(bk, "mmap") == 0)
+    if (bk && strcasecmp(bk, "mmap") == 0)
         cfg.backing = NBUF_BACKING_MMAP;
-    else if (bk && strcmp(bk, "jemalloc") == 0)
+    else if (bk && strcasecmp(bk, "jemalloc") == 0 && nbuf_backing_has_jemalloc_())
         cfg.backing = NBUF_BACKING_JEMALLOC;
-    else if (bk)
-        nbuf_report_("nbuf: ignoring NBUF_BACKING=%s (jemalloc or mmap)\n", bk);
+    else if (bk && *bk)
+        nbuf_report_("nbuf: ignoring NBUF_BACKING=%s (mmap%s)\n", bk,
+                     nbuf_backing_has_jemalloc_() ? " or jemalloc"
+                                                  : "; this build has no jemalloc backing");
     cfg.huge_pages = env_true("NBUF_HUGE_PAGES");
     struct nbuf_pool *p = nbuf_pool_new(&cfg);
     if (!p) {

@@ -794,7 +794,8 @@ Test(pool, default_pool_bad_environment_falls_back)
     cr_assert_geq(t_reports(), 4, "reports: %s", t_report_text());
     cr_assert(strstr(t_report_text(), "NBUF_CHUNK_SIZE") != NULL);
     cr_assert(strstr(t_report_text(), "NBUF_BACKING") != NULL);
-    /* The whole configuration falls back to the defaults. */
+    /* Each bad variable is dropped on its own (here all of them are), so
+     * the defaults stay. */
     struct nbuf_pool_config def;
     nbuf_pool_config_init(&def);
     cr_assert_eq(p->cfg.page_size, def.page_size);
@@ -803,4 +804,52 @@ Test(pool, default_pool_bad_environment_falls_back)
     struct nbuf *b = nbuf_alloc(NULL, 100);
     cr_assert_not_null(b);
     nbuf_release(b);
+}
+
+/* ---- the default pool's NBUF_* variables, one by one (issue 16) ---- */
+
+/* Criterion runs each case in its own process, so the default pool made
+ * here reads this case's environment. Every bad variable is reported by
+ * name and dropped; the good ones still apply. */
+Test(pool, env_bad_variables_are_reported_one_by_one)
+{
+    if (t_bypass())
+        cr_skip("NBUF_BYPASS=1 makes its own pools");
+    t_capture_reports();
+    setenv("NBUF_ARENAS", "1", 1);
+    setenv("NBUF_PAGE_SIZE", "5000", 1);         /* not a power of two */
+    setenv("NBUF_MEMORY_LIMIT", "-1", 1);        /* would wrap */
+    setenv("NBUF_CACHE_SMALL", "9999999999", 1); /* above 32 bits */
+    setenv("NBUF_BACKING", "MMAP", 1);           /* any case */
+    setenv("NBUF_HUGE_PAGES", "garbage", 1);     /* not a boolean */
+    struct nbuf_pool *d = nbuf_pool_default();
+    cr_assert_not_null(d);
+    cr_assert_eq(d->narenas, 1, "NBUF_ARENAS=1 still applies");
+    cr_assert_eq(d->cfg.page_size, 8192);
+    cr_assert_eq(d->cfg.memory_limit, 0);
+    cr_assert_eq(d->cfg.cache_small_count, 128);
+    cr_assert_eq(d->cfg.backing, NBUF_BACKING_MMAP);
+    cr_assert_eq(d->cfg.huge_pages, 0);
+    const char *text = t_report_text();
+    cr_assert_eq(t_reports(), 4, "%s", text);
+    cr_assert(strstr(text, "NBUF_PAGE_SIZE=5000") != NULL, "%s", text);
+    cr_assert(strstr(text, "NBUF_MEMORY_LIMIT=-1") != NULL, "%s", text);
+    cr_assert(strstr(text, "NBUF_CACHE_SMALL=9999999999") != NULL, "%s", text);
+    cr_assert(strstr(text, "NBUF_HUGE_PAGES=garbage") != NULL, "%s", text);
+    cr_assert(strstr(text, "NBUF_ARENAS") == NULL, "%s", text);
+}
+
+/* Flag variables apply to every pool; a value that is no boolean is
+ * reported and leaves the flag off. */
+Test(pool, env_flag_garbage_is_not_on)
+{
+    if (t_bypass())
+        cr_skip("NBUF_BYPASS=1 is itself a flag variable");
+    t_capture_reports();
+    setenv("NBUF_CHECK", "garbage", 1);
+    setenv("NBUF_NO_CACHE", "TRUE", 1);
+    unsigned f = nbuf_pool_env_flags_();
+    cr_assert_eq(f & NBUF_POOL_CHECKED, 0);
+    cr_assert_neq(f & NBUF_POOL_NO_CACHE, 0);
+    cr_assert(strstr(t_report_text(), "NBUF_CHECK=garbage") != NULL, "%s", t_report_text());
 }
