@@ -520,5 +520,8 @@ bool nbuf_leak_check_(struct nbuf_pool *p);
 /* ---- debug.c ---- */
 void nbuf_report_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern void (*nbuf_report_hook_)(const char *msg);
+void nbuf_report_fork_prepare_(void);
+void nbuf_report_fork_parent_(void);
+void nbuf_report_fork_child_(void);
 
 #endif /* NBUF_INTERNAL_H */

@@ -41,6 +41,7 @@ fork_prepare(void)
         pthread_mutex_lock(&p->huge_cache.lock);
     }
     nbuf_decay_fork_prepare_();
+    nbuf_report_fork_prepare_();
 }
 
 /* Parent and child alike: the child's only thread is the one that forked,
@@ -63,6 +64,7 @@ release_all(void)
 static void
 fork_parent(void)
 {
+    nbuf_report_fork_parent_();
     nbuf_decay_fork_parent_();
     release_all();
 }
@@ -70,6 +72,7 @@ fork_parent(void)
 static void
 fork_child(void)
 {
+    nbuf_report_fork_child_();
     nbuf_decay_fork_child_();
     release_all();
 }

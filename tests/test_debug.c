@@ -2,6 +2,8 @@
 /* Checked mode (junk fill, quarantine, reports with history), zeroing and
  * scrubbing (CHECKLIST G46), and the environment switches. */
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -290,5 +292,77 @@ Test(debug, buf_check_every_kind)
         nbuf_release(s);
         nbuf_release(v[i]);
     }
+    t_pool_done(p);
+}
+
+/* ---- the report sink and its rate limit (issue 16) ---- */
+
+static char sink_text[8192];
+static unsigned sink_calls;
+
+static void
+sink_fn(const char *msg, void *ctx)
+{
+    cr_assert_eq(ctx, (void *)&sink_calls);
+    sink_calls++;
+    strncat(sink_text, msg, sizeof(sink_text) - strlen(sink_text) - 1);
+}
+
+static void
+next_second(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    time_t now = ts.tv_sec;
+    while (ts.tv_sec == now) {
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    }
+}
+
+Test(debug, report_fn_gets_reports_rate_limited)
+{
+    next_second(); /* the burst below fits one second */
+    nbuf_set_report_fn(sink_fn, &sink_calls);
+    for (unsigned i = 0; i < 1000; i++)
+        nbuf_report_("nbuf: test report %u\n", i);
+    cr_assert_eq(sink_calls, 10, "%u calls", sink_calls);
+    cr_assert(strstr(sink_text, "test report 9\n") != NULL, "%s", sink_text);
+    cr_assert(strstr(sink_text, "test report 10\n") == NULL, "%s", sink_text);
+    /* Another kind is not held back by the first. */
+    nbuf_report_("nbuf: another kind\n");
+    cr_assert_eq(sink_calls, 11);
+    /* A second later the next one says how many were left out. */
+    next_second();
+    sink_text[0] = 0;
+    nbuf_report_("nbuf: test report %u\n", 1000u);
+    cr_assert(strstr(sink_text, "990 more reports like the next one were left out") != NULL, "%s",
+              sink_text);
+    cr_assert(strstr(sink_text, "test report 1000\n") != NULL, "%s", sink_text);
+    /* NULL restores stderr: nothing more reaches the function. */
+    nbuf_set_report_fn(NULL, NULL);
+    unsigned calls = sink_calls;
+    nbuf_report_("nbuf: to stderr\n");
+    cr_assert_eq(sink_calls, calls);
+}
+
+/* A real source of repeats: 1000 allocations refused by memory_limit give
+ * at most a burst of reports, not 1000 lines. */
+Test(debug, repeated_limit_failures_are_limited)
+{
+    if (t_bypass())
+        cr_skip("bypass: the system allocator ignores memory_limit");
+    next_second();
+    nbuf_set_report_fn(sink_fn, &sink_calls);
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cfg.memory_limit = 1u << 20;
+    struct nbuf_pool *p = t_pool_new(&cfg);
+    for (unsigned i = 0; i < 1000; i++)
+        cr_assert_null(nbuf_alloc(p, 2u << 20));
+    cr_assert_leq(sink_calls, 10, "%u reports", sink_calls);
+    cr_assert_gt(sink_calls, 0);
+    nbuf_set_report_fn(NULL, NULL);
     t_pool_done(p);
 }

@@ -51,6 +51,20 @@ extern "C" {
  */
 int nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out);
 
+/**
+ * Send nbuf's diagnostics (double releases, leak reports, memory_limit
+ * failures, ignored NBUF_* values, failed asserts) to @p fn instead of
+ * stderr, like jemalloc's malloc_message or mimalloc's mi_register_output.
+ * @p fn gets one report at a time, a NUL-terminated text ending in a
+ * newline, and @p ctx; it may be called from any thread, at most one call
+ * at a time, and must not call back into nbuf. NULL restores stderr.
+ *
+ * Repeats are rate-limited whichever the sink: after 10 reports of the same
+ * kind within a second, further ones are counted instead, and the next one
+ * after the second is over says how many were left out.
+ */
+void nbuf_set_report_fn(void (*fn)(const char *msg, void *ctx), void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
