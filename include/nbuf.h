@@ -13,6 +13,8 @@
 #define NBUF_VERSION_MAJOR 0
 #define NBUF_VERSION_MINOR 1
 #define NBUF_VERSION_PATCH 0
+/** The version these headers belong to, as nbuf_version() returns it. */
+#define NBUF_VERSION (NBUF_VERSION_MAJOR * 10000 + NBUF_VERSION_MINOR * 100 + NBUF_VERSION_PATCH)
 
 #include "nbuf/pool.h"
 #include "nbuf/stats.h"
@@ -20,5 +22,20 @@
 #include "nbuf/composite.h"
 #include "nbuf/io.h"
 #include "nbuf/debug.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * The version of the library running (major * 10000 + minor * 100 +
+ * patch): compare it with NBUF_VERSION to tell the headers a program was
+ * built with from the shared library it loaded.
+ */
+unsigned nbuf_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* NBUF_H */

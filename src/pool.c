@@ -24,6 +24,7 @@ nbuf_pool_config_init(struct nbuf_pool_config *cfg)
     if (!cfg)
         return;
     memset(cfg, 0, sizeof(*cfg));
+    cfg->size = sizeof(*cfg);
     cfg->page_size = 8192;
     cfg->chunk_size = 4u << 20;
     cfg->arenas = 0;
@@ -130,10 +131,18 @@ NBUF_EXPORT struct nbuf_pool *
 nbuf_pool_new(const struct nbuf_pool_config *user_cfg)
 {
     struct nbuf_pool_config cfg;
-    if (user_cfg)
-        cfg = *user_cfg;
-    else
-        nbuf_pool_config_init(&cfg);
+    nbuf_pool_config_init(&cfg);
+    if (user_cfg) {
+        /* A caller built against older headers has fewer fields: the rest
+         * keep their defaults. A newer one's fields we cannot honour. */
+        if (user_cfg->size < offsetof(struct nbuf_pool_config, page_size) + sizeof(size_t) ||
+            user_cfg->size > sizeof(cfg)) {
+            errno = EINVAL;
+            return NULL;
+        }
+        memcpy(&cfg, user_cfg, user_cfg->size);
+        cfg.size = sizeof(cfg);
+    }
     cfg.flags |= nbuf_pool_env_flags_();
     if (!config_valid(&cfg)) {
         errno = EINVAL;
@@ -539,6 +548,12 @@ default_pool_create(void)
     p->is_default = true;
     nbuf_leak_default_pool_(p);
     atomic_store_explicit(&nbuf_default_pool_, p, memory_order_release);
+}
+
+NBUF_EXPORT unsigned
+nbuf_version(void)
+{
+    return NBUF_VERSION;
 }
 
 NBUF_EXPORT struct nbuf_pool *

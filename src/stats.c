@@ -56,11 +56,29 @@ bounds(const struct nbuf_pool *p, struct nbuf_pool_stats *out)
 }
 
 NBUF_EXPORT int
+nbuf_pool_stats_sized(struct nbuf_pool *p, struct nbuf_pool_stats *out, size_t size)
+{
+    if (!p || !out || size < offsetof(struct nbuf_pool_stats, chunks))
+        return -EINVAL;
+    struct nbuf_pool_stats full;
+    int err = nbuf_pool_stats(p, &full);
+    if (err)
+        return err;
+    if (size > sizeof(full))
+        size = sizeof(full);
+    full.size = (uint32_t)size;
+    memcpy(out, &full, size);
+    return 0;
+}
+
+NBUF_EXPORT int
 nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out)
 {
     if (!p || !out)
         return -EINVAL;
     memset(out, 0, sizeof(*out));
+    out->version = NBUF_STATS_VERSION;
+    out->size = sizeof(*out);
     struct nbuf_tstats t = {0};
     pthread_mutex_lock(&p->lock);
     /* Every thread's release counters first, then the allocation ones: a

@@ -85,19 +85,38 @@ BAD(unknown_backing, c->backing = (enum nbuf_backing_kind)7)
 BAD(custom_no_callbacks, c->backing = NBUF_BACKING_CUSTOM)
 BAD(custom_no_free, (c->backing = NBUF_BACKING_CUSTOM, c->chunk_alloc = dummy_alloc))
 BAD(custom_no_alloc, (c->backing = NBUF_BACKING_CUSTOM, c->chunk_free = dummy_free))
+BAD(size_zero, c->size = 0)
+BAD(size_newer_than_the_library, c->size = sizeof(*c) + 8)
+BAD(decay_below_minus_one, c->decay_ms = -2)
 #undef BAD
 
 Test(pool, config_each_invalid_field)
 {
     static const struct bad_cfg bad[] = {
 #define B(n) {#n, bad_##n}
-        B(page_zero),           B(page_not_pow2),        B(page_too_small),
-        B(page_too_big),        B(chunk_zero),           B(chunk_not_pow2),
-        B(chunk_below_8_pages), B(chunk_too_many_pages), B(chunk_above_1g),
-        B(arenas_too_many),     B(cache_small_too_big),  B(cache_normal_too_big),
-        B(max_buffer_zero),     B(max_buffer_huge),      B(max_buffer_quarter_plus_one),
-        B(unknown_flag),        B(unknown_backing),      B(custom_no_callbacks),
-        B(custom_no_free),      B(custom_no_alloc),
+        B(page_zero),
+        B(page_not_pow2),
+        B(page_too_small),
+        B(page_too_big),
+        B(chunk_zero),
+        B(chunk_not_pow2),
+        B(chunk_below_8_pages),
+        B(chunk_too_many_pages),
+        B(chunk_above_1g),
+        B(arenas_too_many),
+        B(cache_small_too_big),
+        B(cache_normal_too_big),
+        B(max_buffer_zero),
+        B(max_buffer_huge),
+        B(max_buffer_quarter_plus_one),
+        B(unknown_flag),
+        B(unknown_backing),
+        B(custom_no_callbacks),
+        B(custom_no_free),
+        B(custom_no_alloc),
+        B(size_zero),
+        B(size_newer_than_the_library),
+        B(decay_below_minus_one),
 #undef B
     };
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -852,4 +871,56 @@ Test(pool, env_flag_garbage_is_not_on)
     cr_assert_eq(f & NBUF_POOL_CHECKED, 0);
     cr_assert_neq(f & NBUF_POOL_NO_CACHE, 0);
     cr_assert(strstr(t_report_text(), "NBUF_CHECK=garbage") != NULL, "%s", t_report_text());
+}
+
+/* ---- ABI: sizes and versions (issue 16) ---- */
+
+/* A caller built against older headers passes a smaller config: the fields
+ * it has not got keep their defaults, whatever its memory holds there. */
+Test(pool, config_from_an_older_caller_gets_defaults)
+{
+    struct nbuf_pool_config cfg;
+    nbuf_pool_config_init(&cfg);
+    cr_assert_eq(cfg.size, sizeof(cfg));
+    cfg.arenas = 1;
+    cfg.decay_ms = -7;              /* past the older size: not read */
+    cfg.cache_thread_bytes = 12345; /* likewise */
+    cfg.size = offsetof(struct nbuf_pool_config, cache_large_bytes);
+    struct nbuf_pool *p = nbuf_pool_new(&cfg);
+    cr_assert_not_null(p, "%s", strerror(errno));
+    cr_assert_eq(p->narenas, 1);
+    cr_assert_eq(p->decay_ms, NBUF_DECAY_MS_DEFAULT);
+    cr_assert_eq(p->cfg.cache_large_bytes, 4u << 20);
+    cr_assert_eq(p->cfg.cache_thread_bytes, 12u << 20);
+    cr_assert_eq(nbuf_pool_free(p), 0);
+}
+
+Test(pool, stats_carry_size_and_version)
+{
+    struct nbuf_pool *p = t_pool_new(NULL);
+    struct nbuf_pool_stats st;
+    cr_assert_eq(nbuf_pool_stats(p, &st), 0);
+    cr_assert_eq(st.version, NBUF_STATS_VERSION);
+    cr_assert_eq(st.size, sizeof(st));
+    /* An older, smaller struct is never written past. */
+    unsigned char buf[sizeof(st) + 16];
+    memset(buf, 0xa5, sizeof(buf));
+    size_t small = offsetof(struct nbuf_pool_stats, live_buffers);
+    cr_assert_eq(nbuf_pool_stats_sized(p, (struct nbuf_pool_stats *)buf, small), 0);
+    for (size_t i = small; i < sizeof(buf); i++)
+        cr_assert_eq(buf[i], 0xa5, "byte %zu written", i);
+    struct nbuf_pool_stats head;
+    memcpy(&head, buf, small);
+    cr_assert_eq(head.size, small);
+    cr_assert_eq(head.version, NBUF_STATS_VERSION);
+    cr_assert_eq(nbuf_pool_stats_sized(p, &st, 4), -EINVAL);
+    cr_assert_eq(nbuf_pool_stats_sized(NULL, &st, sizeof(st)), -EINVAL);
+    t_pool_done(p);
+}
+
+Test(pool, version_matches_the_headers)
+{
+    cr_assert_eq(nbuf_version(), NBUF_VERSION);
+    cr_assert_eq(NBUF_VERSION,
+                 NBUF_VERSION_MAJOR * 10000 + NBUF_VERSION_MINOR * 100 + NBUF_VERSION_PATCH);
 }

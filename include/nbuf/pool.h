@@ -69,6 +69,11 @@ enum nbuf_backing_kind {
  * fields: new fields may be added at the end in later versions.
  */
 struct nbuf_pool_config {
+    /** sizeof(struct nbuf_pool_config) as the caller was built: set by
+     *  nbuf_pool_config_init(), so start from it. A caller built against
+     *  older headers (a smaller size) gets the defaults for the fields it
+     *  has not got; 0 or a size larger than the library's is EINVAL. */
+    size_t size;
     /** Page size in bytes: a power of two >= 4096 (default 8192). */
     size_t page_size;
     /** Chunk size in bytes: page_size * 2^k, at most 65536 pages and 1 GiB

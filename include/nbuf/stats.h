@@ -22,6 +22,10 @@ extern "C" {
 
 /** A snapshot of a pool's counters. */
 struct nbuf_pool_stats {
+    uint32_t version;           /**< NBUF_STATS_VERSION of the library that
+                                     wrote the snapshot */
+    uint32_t size;              /**< bytes of it written (see
+                                     nbuf_pool_stats_sized()) */
     uint64_t chunks;            /**< chunks currently taken from the backing */
     uint64_t backing_bytes;     /**< bytes currently taken from the backing
                                      (chunks and huge buffers) */
@@ -73,6 +77,20 @@ enum nbuf_stats_format {
  * @return 0; -EINVAL if @p p or @p out is NULL.
  */
 int nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out);
+
+/** Version of struct nbuf_pool_stats (fields are only ever added at the end). */
+#define NBUF_STATS_VERSION 2
+
+/**
+ * nbuf_pool_stats() for a caller that states its struct's size: at most
+ * @p size bytes of the snapshot are written (and out->size says how many),
+ * so a program built against older headers, with a smaller struct, is never
+ * written past. Call it as nbuf_pool_stats_sized(p, &st, sizeof(st)).
+ *
+ * @return 0; -EINVAL if @p p or @p out is NULL or @p size is below the two
+ *         header fields.
+ */
+int nbuf_pool_stats_sized(struct nbuf_pool *p, struct nbuf_pool_stats *out, size_t size);
 
 /**
  * Print @p p's counters, per-arena figures and a per-chunk occupancy map to
