@@ -379,7 +379,8 @@ arena_gc(struct nbuf_arena *a, uint64_t now)
     bool left = false;
     for (unsigned i = 0; i < p->ncached; i++) {
         struct nbuf_stash *st = &a->stash[i];
-        uint32_t n = p->decay_ms == 0 || st->low > st->count ? st->count : st->low;
+        nbuf_assert_internal(st->low <= st->count);
+        uint32_t n = p->decay_ms == 0 ? st->count : st->low;
         for (uint32_t k = 0; k < n; k++) {
             struct nbuf *h = st->items[k];
             a->stash_bytes -= h->capacity;

@@ -41,14 +41,21 @@ bin_remove(struct nbuf_chunk *c, uint32_t page)
 
 /* ---- the dirty bitmap: one bit per page ---- */
 
+/* The bits of [*i, end) that lie in word *i / 64; advances *i past them. */
+static uint64_t
+word_bits(uint32_t *i, uint32_t end)
+{
+    uint32_t bit = *i & 63, take = 64 - bit < end - *i ? 64 - bit : end - *i;
+    *i += take;
+    return take == 64 ? ~(uint64_t)0 : (((uint64_t)1 << take) - 1) << bit;
+}
+
 static void
 dirty_set(struct nbuf_chunk *c, uint32_t page, uint32_t n)
 {
     for (uint32_t i = page; i < page + n;) {
-        uint32_t bit = i & 63, take = 64 - bit < page + n - i ? 64 - bit : page + n - i;
-        uint64_t mask = take == 64 ? ~(uint64_t)0 : (((uint64_t)1 << take) - 1) << bit;
-        c->dirty[i >> 6] |= mask;
-        i += take;
+        uint64_t *w = &c->dirty[i >> 6];
+        *w |= word_bits(&i, page + n);
     }
 }
 
@@ -58,11 +65,10 @@ dirty_take(struct nbuf_chunk *c, uint32_t page, uint32_t n)
 {
     uint32_t was = 0;
     for (uint32_t i = page; i < page + n;) {
-        uint32_t bit = i & 63, take = 64 - bit < page + n - i ? 64 - bit : page + n - i;
-        uint64_t mask = take == 64 ? ~(uint64_t)0 : (((uint64_t)1 << take) - 1) << bit;
-        was += (uint32_t)__builtin_popcountll(c->dirty[i >> 6] & mask);
-        c->dirty[i >> 6] &= ~mask;
-        i += take;
+        uint64_t *w = &c->dirty[i >> 6];
+        uint64_t mask = word_bits(&i, page + n);
+        was += (uint32_t)__builtin_popcountll(*w & mask);
+        *w &= ~mask;
     }
     return was;
 }

@@ -46,7 +46,7 @@ bounds(const struct nbuf_pool *p, struct nbuf_pool_stats *out)
 {
     for (unsigned i = 0; i < p->ncached; i++) {
         out->cache_bound_bytes += (uint64_t)p->cache_cap[i] * nbuf_sz_usize_(i);
-        out->stash_bound_bytes += (uint64_t)p->arenas[0].stash[i].cap * nbuf_sz_usize_(i);
+        out->stash_bound_bytes += (uint64_t)p->stash_cap[i] * nbuf_sz_usize_(i);
     }
     if (out->cache_bound_bytes > p->cache_budget)
         out->cache_bound_bytes = p->cache_budget;

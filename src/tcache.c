@@ -238,12 +238,10 @@ bin_flush(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin, uint32_t n, bool 
 
 /* A full bin takes one more pair. If it served allocations since its last
  * overflow or the last GC pass, the class cycles through it: grow. If not,
- * flush a batch; and
- * from the second such overflow in a row (the thread only releases this
- * class: a burst ending, a consumer) keep a quarter and cut the cap to it,
- * so that a burst
- * leaves little parked while a batch of releases (up to 1.5 caps) does not
- * shrink a bin that its allocations will refill. */
+ * flush a batch; and from the second such overflow in a row (the thread only
+ * releases this class: a burst ending, a consumer) keep a quarter and cut
+ * the cap to it, so that a burst leaves little parked while a batch of
+ * releases (up to 1.5 caps) does not shrink a bin its allocations refill. */
 static void
 bin_overflow(struct nbuf_tcache *tc, struct nbuf_tcache_bin *bin)
 {
@@ -435,12 +433,6 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
     if (atomic_load_explicit(&p->trim_epoch, memory_order_relaxed) != tc->seen_trim_epoch)
         nbuf_tcache_gc_(tc);
     struct nbuf_tcache_bin *bin = &tc->bins[szind];
-    /* A miss: this class is in demand. Grow until a fill is worth its lock
-     * round (MISS_GROW_BYTES); beyond that only a class that also comes back
-     * (an overflow after allocations) grows, so a thread that only allocates
-     * (a producer) keeps few pairs in its bins. */
-    if (!bin->head && (uint64_t)bin->cap * nbuf_sz_usize_(szind) < MISS_GROW_BYTES)
-        bin_grow(tc, bin);
     if (bin->cap == 0) {
         if (!fill(p, tc->arena, szind, &h, 1))
             return NULL;
@@ -450,6 +442,12 @@ nbuf_tcache_alloc_slow_(struct nbuf_pool *p, unsigned szind)
         return h;
     }
     if (!bin->head) {
+        /* A miss: this class is in demand. Grow until a fill is worth its
+         * lock round (MISS_GROW_BYTES); beyond that only a class that also
+         * comes back (an overflow after allocations) grows, so a thread that
+         * only allocates (a producer) keeps few pairs in its bins. */
+        if ((uint64_t)bin->cap * nbuf_sz_usize_(szind) < MISS_GROW_BYTES)
+            bin_grow(tc, bin);
         if (!bin_fill(tc, bin, szind))
             return NULL;
         NBUF_STAT_ADD(tc->st.cache_misses, 1);
@@ -466,8 +464,7 @@ nbuf_tcache_release_slow_(struct nbuf *b)
     struct nbuf_pool *p = b->pool;
     struct nbuf_tcache *tc = nbuf_tls_.pool_id == p->id ? nbuf_tls_.tc : nbuf_tcache_get_slow_(p);
     unsigned szind = b->szind;
-    if (!tc || szind >= p->ncached ||
-        (tc->bins[szind].cap == 0 && !bin_grow(tc, &tc->bins[szind]))) {
+    if (!tc || szind >= p->ncached || tc->bins[szind].cap == 0) {
         nbuf_pairs_free_(p, &b, 1, false);
         return;
     }

@@ -57,7 +57,9 @@ int nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out);
  * stderr, like jemalloc's malloc_message or mimalloc's mi_register_output.
  * @p fn gets one report at a time, a NUL-terminated text ending in a
  * newline, and @p ctx; it may be called from any thread, at most one call
- * at a time, and must not call back into nbuf. NULL restores stderr.
+ * at a time, and must not call back into nbuf. @p msg is nbuf's, valid
+ * only during the call; @p ctx stays the caller's (nbuf only passes it on).
+ * NULL restores stderr. The setting is process-wide, for every pool.
  *
  * Repeats are rate-limited whichever the sink: after 10 reports of the same
  * kind within a second, further ones are counted instead, and the next one

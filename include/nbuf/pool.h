@@ -183,6 +183,10 @@ int nbuf_pool_trim(struct nbuf_pool *p);
  * to decay; it sleeps until the next decay deadline, so an idle process
  * gives memory back without any call into nbuf.
  *
+ * Turning it on runs any decay already due at once.
+ *
+ * @param p the pool (not NULL: the default pool is nbuf_pool_default()).
+ * @param on nonzero for background purging, 0 for none.
  * @return 0; -EINVAL for a NULL pool.
  */
 int nbuf_pool_background(struct nbuf_pool *p, int on);
