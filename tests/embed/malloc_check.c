@@ -5,6 +5,9 @@
  * the host's allocator (an unprefixed jemalloc linked in would). Exit 0 when
  * malloc comes from libc and no jemalloc entry point is in the process.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr, for a parent project that does not set it */
+#endif
 #include <dlfcn.h>
 #include <nbuf.h>
 #include <stdio.h>
