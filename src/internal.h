@@ -517,6 +517,17 @@ uint64_t nbuf_leak_report_stream_(struct nbuf_pool *p, FILE *out);
 /* The registry's and the quarantine's invariants (true without a registry). */
 bool nbuf_leak_check_(struct nbuf_pool *p);
 
+/* ---- symbolize.c ---- */
+/* Names addresses for one report, holding the symbolizer's lock until
+ * close; NULL (no libdw, or it failed) still names exported symbols. */
+struct nbuf_symbolizer;
+struct nbuf_symbolizer *nbuf_symbolizer_open_(void);
+void nbuf_symbolizer_close_(struct nbuf_symbolizer *sy);
+/* "function+0xoff at file.c:line (object)" for a return address. */
+void nbuf_symbolize_(struct nbuf_symbolizer *sy, const void *pc, char *out, size_t len);
+void nbuf_symbolize_fork_prepare_(void);
+void nbuf_symbolize_fork_release_(void); /* parent and child */
+
 /* ---- debug.c ---- */
 void nbuf_report_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern void (*nbuf_report_hook_)(const char *msg);

@@ -386,6 +386,8 @@ struct sink {
     FILE *out;
     char *buf;
     size_t len;
+    struct nbuf_symbolizer *sy; /* from the first frame of a history to its end */
+    int sy_tried;
 };
 
 static void
@@ -393,6 +395,8 @@ sink_open(struct sink *s, FILE *out)
 {
     s->buf = NULL;
     s->len = 0;
+    s->sy = NULL;
+    s->sy_tried = 0;
     s->out = out ? out : open_memstream(&s->buf, &s->len);
 }
 
@@ -430,38 +434,41 @@ emit(struct sink *s, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The name of one frame, "function+0xoff at file.c:line (object)". */
+static void
+frame_name(struct sink *s, const void *pc, char *out, size_t len)
+{
+    if (!s->sy_tried) {
+        s->sy_tried = 1;
+        s->sy = nbuf_symbolizer_open_();
+    }
+    nbuf_symbolize_(s->sy, pc, out, len);
+}
+
 static void
 emit_frames(struct sink *s, void *const *pc, uint32_t depth, const char *indent)
 {
-    char **names = backtrace_symbols(pc, (int)depth);
+    char name[512];
     for (uint32_t i = 0; i < depth; i++) {
-        if (names)
-            emit(s, "%s#%u %s\n", indent, i, names[i]);
-        else
-            emit(s, "%s#%u %p\n", indent, i, pc[i]);
+        frame_name(s, pc[i], name, sizeof(name));
+        emit(s, "%s#%u %s\n", indent, i, name);
     }
-    free(names);
 }
 
 /* One line per site: the innermost few frames joined by " <- ". */
 static void
 emit_site(struct sink *s, const struct nbuf_site *site)
 {
-    char line[900];
+    char line[900], name[512];
     size_t len = 0;
-    char **names = backtrace_symbols(site->pc, (int)site->depth);
     line[0] = 0;
     for (uint32_t i = 0; i < site->depth && len < sizeof(line) - 1; i++) {
-        int n;
-        if (names)
-            n = snprintf(line + len, sizeof(line) - len, "%s%s", i ? " <- " : "", names[i]);
-        else
-            n = snprintf(line + len, sizeof(line) - len, "%s%p", i ? " <- " : "", site->pc[i]);
+        frame_name(s, site->pc[i], name, sizeof(name));
+        int n = snprintf(line + len, sizeof(line) - len, "%s%s", i ? " <- " : "", name);
         if (n < 0)
             break;
         len += (size_t)n;
     }
-    free(names);
     emit(s, "nbuf:     %s (count then %u) at %s\n",
          site->op == NBUF_OP_RETAIN ? "retain" : "release", site->refcnt, line);
 }
@@ -483,6 +490,10 @@ emit_history_locked(struct sink *s, const struct nbuf_header_ext *e)
         emit(s, "nbuf:   released for the last time at:\n");
         emit_frames(s, e->free_pc, e->free_depth, "nbuf:     ");
     }
+    /* The symbolizer's lock is taken under this registry's lock only. */
+    nbuf_symbolizer_close_(s->sy);
+    s->sy = NULL;
+    s->sy_tried = 0;
 }
 
 void
@@ -534,7 +545,7 @@ report(struct nbuf_pool *p, struct sink *s, const char *when)
 uint64_t
 nbuf_leak_report_stream_(struct nbuf_pool *p, FILE *out)
 {
-    struct sink s = {out, NULL, 0};
+    struct sink s = {.out = out};
     uint64_t n = report(p, &s, "leak report");
     if (out)
         fflush(out);

@@ -40,6 +40,7 @@ fork_prepare(void)
             pthread_mutex_lock(&p->leaks->lock);
         pthread_mutex_lock(&p->huge_cache.lock);
     }
+    nbuf_symbolize_fork_prepare_(); /* taken with a pool's leak lock held */
     nbuf_decay_fork_prepare_();
     nbuf_report_fork_prepare_();
 }
@@ -49,6 +50,7 @@ fork_prepare(void)
 static void
 release_all(void)
 {
+    nbuf_symbolize_fork_release_();
     for (size_t i = fork_npools; i-- > 0;) {
         struct nbuf_pool *p = fork_pools[i];
         pthread_mutex_unlock(&p->huge_cache.lock);

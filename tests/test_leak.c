@@ -2,6 +2,7 @@
 /* Leak detection: NBUF_LEAK=off|sample|full, the registry of live tracked
  * buffers, reports at nbuf_pool_free, on demand and at exit (CHECKLIST B15). */
 #include <stdio.h>
+#include <dlfcn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +70,76 @@ Test(leak, pool_free_names_the_leak)
     cr_assert_eq(n, 0);
     cr_assert_eq(strlen(r), 0, "nothing to say: %s", r);
     free(r);
+    t_pool_done(p);
+}
+
+/* A static function: only libdw (the symbol table, not dladdr's dynamic
+ * one) can name it. The write after the allocation keeps it off a tail call. */
+static __attribute__((noinline)) struct nbuf *
+leaky_helper(struct nbuf_pool *p)
+{
+    struct nbuf *b = nbuf_alloc(p, 100);
+    cr_assert_not_null(b);
+    nbuf_write(b, "x", 1);
+    return b;
+}
+
+/* Issue 16, point 8: frames carry function names and, with debug info,
+ * file:line; without libdw, the object and exported names as before. */
+Test(leak, report_frames_name_functions_and_lines)
+{
+    struct nbuf_pool *p = pool_with("full");
+    struct nbuf *b = leaky_helper(p);
+    int n;
+    char *r = report_of(p, &n);
+    cr_assert_eq(n, 1);
+#if NBUF_HAVE_LIBDW
+    cr_assert(strstr(r, "leaky_helper+0x"), "names a static function: %s", r);
+    cr_assert(strstr(r, "report_frames_name_functions_and_lines"), "and its caller: %s", r);
+    cr_assert(strstr(r, "(test_leak)"), "and the object: %s", r);
+#if T_DEBUG_INFO
+    cr_assert(strstr(r, "leaky_helper+0x") &&
+                  strstr(strstr(r, "leaky_helper+0x"), " at test_leak.c:"),
+              "with its file:line: %s", r);
+#endif
+    /* Local debug info only: libdw's debuginfod client (libcurl, network
+     * fetches) must not come in with a report. */
+    cr_assert_null(dlopen("libdebuginfod.so.1", RTLD_NOW | RTLD_NOLOAD));
+#else
+    cr_assert(strstr(r, "test_leak("), "names the object: %s", r);
+#endif
+    free(r);
+    nbuf_release(b);
+    t_pool_done(p);
+}
+
+/* The symbolizer's session outlives a report; a forked child reads its own
+ * maps, and a report in the child still names frames. */
+Test(leak, report_frames_named_in_a_forked_child)
+{
+    struct nbuf_pool *p = pool_with("full");
+    struct nbuf *b = leaky_helper(p);
+    int n;
+    free(report_of(p, &n));
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct nbuf *c = leaky_helper(p);
+        char *r = report_of(p, &n);
+        int ok = n == 2 && strstr(r, "allocated (tracked allocation #2");
+#if NBUF_HAVE_LIBDW
+        ok = ok && strstr(r, "leaky_helper+0x");
+#endif
+        if (!ok)
+            fprintf(stderr, "child report: %s\n", r);
+        free(r);
+        nbuf_release(c);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    nbuf_release(b);
     t_pool_done(p);
 }
 
