@@ -132,6 +132,15 @@ struct http_request {
     bool has_body;   /* Content-Length > 0 or Transfer-Encoding */
 };
 
+/* Where the search for the end of a header block resumes (conn.c keeps one
+ * per connection): no empty line starts before lf_from, and every CR
+ * before cr_from is followed by an LF. All zero for a new block. */
+struct http_scan {
+    size_t lf_from;
+    size_t cr_from;
+};
+
+int http_request_frame(struct nbuf_composite *in, struct http_scan *s, size_t *len);
 int http_request_parse(const char *p, size_t n, struct http_request *req);
 
 /* ---- response.c --------------------------------------------------------- */
