@@ -314,6 +314,12 @@ http_request_parse(const char *p, size_t n, struct http_request *req)
             if (name_is(name, nl, "if-modified-since")) {
                 req->ims = v;
                 req->ims_len = vl;
+            } else if (name_is(name, nl, "if-none-match")) {
+                if (req->inm_count < HTTP_INM_FIELDS) {
+                    req->inm[req->inm_count].v = v;
+                    req->inm[req->inm_count].n = vl;
+                }
+                req->inm_count++;
             } else if (name_is(name, nl, "if-range")) {
                 req->if_range = v;
                 req->if_range_len = vl;

@@ -250,16 +250,19 @@ def status_of(raw):
     return int(raw[9:12])
 
 
-def serve_and_run(name, files, tests, args=None):
+def serve_and_run(name, files, tests, args=None, setup=None):
     """The body of a test file's main(): a root holding @files (name ->
-    bytes), the server on it with the command line's options, each of
-    @tests called with (server, root), then the clean stop checked."""
+    bytes), @setup(root) if given, the server on it with the command
+    line's options, each of @tests called with (server, root), then the
+    clean stop checked."""
     args = sys.argv if args is None else args
     if len(args) < 2:
         sys.exit(f"usage: {name} nbuf-http [options]")
     root = Root()
     for rel, data in files.items():
         root.write(rel, data)
+    if setup:
+        setup(root)
     srv = Server(args[1], root.dir, *args[2:])
     try:
         for t in tests:
