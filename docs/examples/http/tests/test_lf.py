@@ -2,12 +2,15 @@
 """Bare LF line ends (RFC 9112 section 2.2): requests whose lines end in LF
 alone, or in a mix of LF and CRLF, are answered at once (not with a 408
 after the header timeout), also pipelined and split at every byte; a bare
-CR is still 400 and closes, and every malformed, oversized or smuggling
-request of test_malformed.py gets the same answer with LF line ends.
+CR is still 400 and closes, every malformed, oversized or smuggling
+request of test_malformed.py gets the same answer with LF line ends, and
+random pipelines of CRLF, LF and CR line ends, cut at random, get the
+answers of a Python model of the framing.
 
 usage: test_lf.py path/to/nbuf-http [server options]"""
 
 import itertools
+import random
 import re
 import socket
 import time
@@ -180,10 +183,83 @@ def test_smuggling_lf(srv, root):
                  "obs-fold after an LF")
 
 
+def model(stream):
+    """The statuses nbuf-http answers @stream with (sent, then the write
+    side shut), for requests made of the lines random_stream() uses: the
+    framing of request.c written again in Python, independent of how the
+    stream is cut into reads."""
+    out, p = [], 0
+    while True:
+        while stream.startswith(b"\n", p) or stream.startswith(b"\r\n", p):
+            p += 1 if stream[p] == 0x0a else 2
+        rest, end, i = stream[p:], None, 0
+        if not rest:
+            return out
+        while (i := rest.find(b"\n", i)) >= 0:
+            nx = rest[i + 1:i + 3]
+            if nx[:1] == b"\n" or nx == b"\r\n":
+                end = i + 1 + (1 if nx[:1] == b"\n" else 2)
+                break
+            if len(nx) == 2 and nx[0] == 0x0d:
+                return out + [400]  # "\n\r" and not an LF after it
+            i += 1
+        if end is None:  # incomplete: only a bare CR can be judged
+            return out + [400] if re.search(rb"\r[^\n]", rest) else out
+        lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in rest[:end].split(b"\n")][:-2]
+        fields = lines[1:]
+        if (lines[0] != b"GET /a.txt HTTP/1.1" or sum(f == b"Host: x" for f in fields) != 1 or
+                not all(re.fullmatch(rb"(Host: x|X-\d: y)", f) for f in fields)):
+            return out + [400]
+        out.append(200)
+        p += end
+
+
+def random_stream(rnd):
+    ends = [b"\r\n", b"\n", b"\r\n", b"\n", b"\r", b"\r\r\n"]
+    stream = b""
+    for _ in range(rnd.randint(1, 3)):
+        if rnd.random() < 0.2:
+            stream += rnd.choice([b"\n", b"\r\n", b"\n\r\n"])
+        lines = [b"GET /a.txt HTTP/1.1", b"Host: x"]
+        lines += [b"X-%d: y" % j for j in range(rnd.randint(0, 2))] + [b""]
+        stream += b"".join(line + rnd.choice(ends) for line in lines)
+    return stream
+
+
+def test_random_streams(srv, root):
+    """Pipelines of requests with random line ends (CRLF, LF, CR, CR CR LF),
+    sent in random pieces: the answers are the model's, whatever the cut."""
+    rnd = random.Random(16)
+    counts = {200: 0, 400: 0}
+    for n in range(1, 501):
+        stream = random_stream(rnd)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=PROMPT)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        i = 0
+        while i < len(stream):
+            k = rnd.choice([1, 2, 3, 7, 50, 1000])
+            s.sendall(stream[i:i + k])
+            i += k
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        s.close()
+        got = [int(r[:3]) for r in out.split(b"HTTP/1.1 ")[1:]]
+        want = model(stream)
+        if got != want:
+            check(False, f"stream {n} {stream!r}: {got}, the model says {want}")
+        for st in got:
+            counts[st] += 1
+    check(counts[200] > 100 and counts[400] > 100,
+          f"500 random streams answered as the model says ({counts[200]} x 200, "
+          f"{counts[400]} x 400)")
+
+
 def main():
     serve_and_run("test_lf.py", {"a.txt": b"AAAA\n", "b.txt": b"BBBBBBBB\n"},
                   [test_prompt, test_mixed, test_pipelined, test_bare_cr, test_malformed_lf,
-                   test_smuggling_lf])
+                   test_smuggling_lf, test_random_streams])
 
 
 if __name__ == "__main__":
