@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * One connection. Requests are read with nbuf_composite_read_fd into the
- * input composite; a request's end is found with nbuf_composite_find (the
+ * input composite; a request's end is found by http_request_frame (the
  * empty line may span read buffers) and its header block taken out with
  * nbuf_composite_read_slice (a view when it lies in one buffer). Responses
  * accumulate in the output composite and go out with nbuf_composite_writev;
@@ -45,7 +45,7 @@ struct http_conn {
     unsigned queued;       /* responses queued since out was last empty */
     uint64_t served;       /* responses queued, ever */
     uint64_t timer_served; /* served when the header timer was started */
-    size_t scan_from;      /* the empty line is not before this input offset */
+    struct http_scan scan; /* where the search for the header's end resumes */
     int64_t deadline_ms;
     struct http_timer_list *tl;
     struct http_conn *tprev, *tnext;
@@ -266,39 +266,27 @@ serve_one(struct http_conn *c)
 {
     const size_t max = c->w->srv->cfg->header_max;
     struct http_request req;
-    uint8_t two[2];
-    ssize_t end;
-    size_t n;
+    size_t len;
     int status;
 
-    /* Empty lines before a request line are ignored (RFC 9112 2.2). */
-    while (nbuf_composite_get(c->in, 0, two, 2) == 0 && two[0] == '\r' && two[1] == '\n') {
-        nbuf_composite_skip(c->in, 2);
-        c->scan_from = 0;
-    }
-    n = nbuf_composite_readable(c->in);
-    if (n == 0)
-        return 0;
-    end = nbuf_composite_find(c->in, c->scan_from, "\r\n\r\n", 4);
-    if (end == -ENOENT) {
-        if (n > max)
-            return refuse(c, 431);
-        c->scan_from = n >= 3 ? n - 3 : 0; /* the next read may complete a match */
-        return 0;
-    }
-    if (end < 0)
-        return (int)end;
-    if ((size_t)end + 4 > max)
+    status = http_request_frame(c->in, &c->scan, &len);
+    if (status < 0)
+        return status;
+    if (status)
+        return refuse(c, status); /* a bare CR */
+    if (len == 0)
+        return nbuf_composite_readable(c->in) > max ? refuse(c, 431) : 0;
+    if (len > max)
         return refuse(c, 431);
 
     /* The header block as one buffer: a view of the read buffer, or a
      * pooled copy when the read boundary cut it. The request points into
      * it until the response is composed. */
-    struct nbuf *blk = nbuf_composite_read_slice(c->in, (size_t)end + 4);
+    struct nbuf *blk = nbuf_composite_read_slice(c->in, len);
     if (!blk)
         return -errno;
-    c->scan_from = 0;
-    status = http_request_parse((const char *)nbuf_data(blk), (size_t)end + 4, &req);
+    c->scan = (struct http_scan){0};
+    status = http_request_parse((const char *)nbuf_data(blk), len, &req);
     if (status) {
         nbuf_release(blk);
         return refuse(c, status);

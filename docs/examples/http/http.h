@@ -4,8 +4,9 @@
  *
  * Shared types and prototypes, by file: options (main.c), listeners and
  * event loops (server.c), connections (conn.c), the request parser
- * (request.c), responses (response.c), root confinement (path.c), content
- * types (mime.c) and HTTP dates (date.c).
+ * (request.c), responses (response.c), conditional requests (cond.c), root
+ * confinement (path.c), the open-file cache (cache.c), content types
+ * (mime.c) and HTTP dates (date.c).
  */
 #ifndef NBUF_HTTP_H
 #define NBUF_HTTP_H
@@ -32,6 +33,7 @@
 #define HTTP_EVENT_BUDGET 256        /* requests per connection per wakeup */
 #define HTTP_HEAD_MAX 1024           /* room for one response header block */
 #define HTTP_MAX_HEADERS 64          /* header fields per request, else 431 */
+#define HTTP_INM_FIELDS 4            /* If-None-Match fields looked at */
 #define HTTP_FILE_CACHE_MS 1000      /* an open file is reused this long */
 #define HTTP_FILE_CACHE_SIZE 256     /* open files cached per worker */
 
@@ -76,7 +78,8 @@ struct http_file {
     int fd;      /* the caller's to close unless cached */
     bool cached; /* fd belongs to the worker's file cache */
     off_t size;
-    time_t mtime;
+    time_t mtime;    /* Last-Modified */
+    long mtime_nsec; /* with mtime and size: the entity tag */
     const char *mime;
 };
 
@@ -128,11 +131,35 @@ struct http_request {
     size_t if_range_len;
     const char *ims; /* If-Modified-Since value or NULL */
     size_t ims_len;
-    bool keep_alive; /* after version default and Connection */
-    bool has_body;   /* Content-Length > 0 or Transfer-Encoding */
+    struct {
+        const char *v;
+        size_t n;
+    } inm[HTTP_INM_FIELDS]; /* the first If-None-Match values */
+    unsigned inm_count;     /* If-None-Match fields, all of them */
+    bool keep_alive;        /* after version default and Connection */
+    bool has_body;          /* Content-Length > 0 or Transfer-Encoding */
 };
 
+/* Where the search for the end of a header block resumes (conn.c keeps one
+ * per connection): no empty line starts before lf_from, and every CR
+ * before cr_from is followed by an LF. All zero for a new block. */
+struct http_scan {
+    size_t lf_from;
+    size_t cr_from;
+};
+
+int http_request_frame(struct nbuf_composite *in, struct http_scan *s, size_t *len);
 int http_request_parse(const char *p, size_t n, struct http_request *req);
+
+/* ---- cond.c ------------------------------------------------------------- */
+
+#define HTTP_ETAG_MAX 40 /* a tag with its quotes, and a NUL */
+
+size_t http_etag_format(const struct http_file *f, char out[HTTP_ETAG_MAX]);
+bool http_cond_not_modified(const struct http_request *req, const struct http_file *f,
+                            const char *etag, size_t etl);
+bool http_cond_range_applies(const struct http_request *req, const struct http_file *f,
+                             const char *etag, size_t etl);
 
 /* ---- response.c --------------------------------------------------------- */
 

@@ -291,6 +291,7 @@ open_regular(const struct http_root *r, char *rel, size_t cap, bool dir, struct 
     f->cached = false;
     f->size = st.st_size;
     f->mtime = st.st_mtim.tv_sec;
+    f->mtime_nsec = st.st_mtim.tv_nsec;
     f->mime = http_mime_type(rel, strlen(rel));
     return 0;
 

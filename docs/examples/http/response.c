@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Responses: what to answer a parsed request (method, body, path, the
- * conditional and Range headers) and its composition into the output
+ * preconditions of cond.c, Range) and its composition into the output
  * composite: the header block formatted on the stack and copied in with
  * nbuf_composite_add_copy (so pipelined headers pack into one buffer), the
  * body as a file region (nbuf_composite_add_file) that the flush sends
@@ -266,26 +266,15 @@ parse_range(const char *v, size_t n, uint64_t size, uint64_t *start, uint64_t *l
     return RANGE_OK;
 }
 
-/* If-Range with a date: the Range applies only if it is exactly the file's
- * Last-Modified (we send no entity tags, so a tag never matches). */
-static bool
-if_range_matches(const struct http_request *req, time_t mtime)
+/* Last-Modified and ETag: the validators of a file. */
+static void
+head_validators(struct hb *h, const char *lm, const char *etag, size_t etl)
 {
-    time_t t;
-    if (!req->if_range)
-        return true;
-    return http_date_parse(req->if_range, req->if_range_len, &t) == 0 && t == mtime;
-}
-
-/* If-Modified-Since: true when the file has not changed since the date
- * (a date in the future is invalid and ignored, RFC 9110 13.1.3). */
-static bool
-not_modified(const struct http_request *req, time_t mtime)
-{
-    time_t t;
-    if (!req->ims || http_date_parse(req->ims, req->ims_len, &t) != 0)
-        return false;
-    return t <= time(NULL) && mtime <= t;
+    HB_LIT(h, "Last-Modified: ");
+    hb_put(h, lm, HTTP_DATE_LEN);
+    HB_LIT(h, "\r\nETag: ");
+    hb_put(h, etag, etl);
+    HB_LIT(h, "\r\n");
 }
 
 /* Compose the response for the open file @p f. */
@@ -293,22 +282,23 @@ static int
 respond_file(struct http_worker *w, struct nbuf_composite *out, const struct http_request *req,
              const struct http_file *f, bool keep_alive)
 {
-    char lm[HTTP_DATE_LEN + 1];
+    char lm[HTTP_DATE_LEN + 1], etag[HTTP_ETAG_MAX];
     uint64_t size = (uint64_t)f->size, start = 0, len = size;
+    size_t etl = http_etag_format(f, etag);
     struct hb h = {0};
     int status = 200, r;
 
     http_date_format(f->mtime, lm);
-    if (not_modified(req, f->mtime)) {
+    if (http_cond_not_modified(req, f, etag, etl)) {
+        /* No body and no Content-Length; the validators a 200 would
+         * carry, so a cache can update its copy (RFC 9110 15.4.5). */
         head_start(&h, w, 304);
-        HB_LIT(&h, "Last-Modified: ");
-        hb_put(&h, lm, HTTP_DATE_LEN);
-        HB_LIT(&h, "\r\n");
+        head_validators(&h, lm, etag, etl);
         head_end(&h, keep_alive, req->version);
         r = hb_flush(&h, out);
         return r ? r : 304;
     }
-    if (req->range && if_range_matches(req, f->mtime)) {
+    if (req->range && http_cond_range_applies(req, f, etag, etl)) {
         switch (parse_range(req->range, req->range_len, size, &start, &len)) {
         case RANGE_OK: status = 206; break;
         case RANGE_UNSATISFIABLE:
@@ -327,9 +317,9 @@ respond_file(struct http_worker *w, struct nbuf_composite *out, const struct htt
     hb_str(&h, f->mime);
     HB_LIT(&h, "\r\nContent-Length: ");
     hb_u64(&h, len);
-    HB_LIT(&h, "\r\nLast-Modified: ");
-    hb_put(&h, lm, HTTP_DATE_LEN);
-    HB_LIT(&h, "\r\nAccept-Ranges: bytes\r\n");
+    HB_LIT(&h, "\r\n");
+    head_validators(&h, lm, etag, etl);
+    HB_LIT(&h, "Accept-Ranges: bytes\r\n");
     if (status == 206) {
         HB_LIT(&h, "Content-Range: bytes ");
         hb_u64(&h, start);

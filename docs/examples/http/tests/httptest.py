@@ -143,6 +143,16 @@ class Response:
         return f"<{self.status} {self.reason} {self.headers} {len(self.body)} B>"
 
 
+def request_bytes(path, method="GET", headers=None, version="1.1", eol="\r\n"):
+    """A request with Host (unless @headers sets it to None), every line
+    ended by @eol, the header block by an empty line."""
+    hdrs = {"Host": "localhost"}
+    hdrs.update(headers or {})
+    lines = [f"{method} {path} HTTP/{version}"]
+    lines += [f"{k}: {v}" for k, v in hdrs.items() if v is not None]
+    return (eol.join(lines) + eol + eol).encode()
+
+
 class Conn:
     """A blocking raw connection: send() bytes, response() parses one
     response (the body by Content-Length; none for HEAD, 304 and 1xx)."""
@@ -186,11 +196,9 @@ class Conn:
         del self.buf[:length]
         return Response(status, reason, headers, body, raw)
 
-    def request(self, path, method="GET", headers=None, version="1.1"):
-        hdrs = {"Host": "localhost"}
-        hdrs.update(headers or {})
-        lines = [f"{method} {path} HTTP/{version}"] + [f"{k}: {v}" for k, v in hdrs.items()]
-        self.send("\r\n".join(lines) + "\r\n\r\n")
+    def request(self, path, method="GET", headers=None, version="1.1", eol="\r\n"):
+        """Send one request (lines ended by @eol) and read its response."""
+        self.send(request_bytes(path, method, headers, version, eol))
         return self.response(head=(method == "HEAD"))
 
     def closed(self, timeout=5):
@@ -240,6 +248,29 @@ def status_of(raw):
     if not raw.startswith(b"HTTP/1.1 "):
         return 0
     return int(raw[9:12])
+
+
+def serve_and_run(name, files, tests, args=None, setup=None):
+    """The body of a test file's main(): a root holding @files (name ->
+    bytes), @setup(root) if given, the server on it with the command
+    line's options, each of @tests called with (server, root), then the
+    clean stop checked."""
+    args = sys.argv if args is None else args
+    if len(args) < 2:
+        sys.exit(f"usage: {name} nbuf-http [options]")
+    root = Root()
+    for rel, data in files.items():
+        root.write(rel, data)
+    if setup:
+        setup(root)
+    srv = Server(args[1], root.dir, *args[2:])
+    try:
+        for t in tests:
+            t(srv, root)
+        srv.stop()
+    finally:
+        srv.kill()
+        root.cleanup()
 
 
 def run(main):

@@ -11,6 +11,36 @@ from httptest import Conn, Root, Server, check, log, raw_exchange, run, status_o
 
 OK = "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
 
+# 400 and closed: each is sent followed by OK, which must not be served.
+# (test_lf.py sends them again with bare LF line ends.)
+BAD = [
+    ("garbage\r\n\r\n", "garbage request line"),
+    ("GET\r\n\r\n", "request line without target"),
+    ("GET /a.txt\r\n\r\n", "HTTP/0.9-style request"),
+    ("GET  /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", "two spaces"),
+    ("GET /a.txt HTTP/1.1 \r\nHost: x\r\n\r\n", "trailing space"),
+    ("GET /a.txt FOO/1.1\r\nHost: x\r\n\r\n", "not HTTP"),
+    ("GET /a.txt HTTP/1.x\r\nHost: x\r\n\r\n", "bad version digits"),
+    ("G(T /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", "method not a token"),
+    ("GET /a.txt HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "two Hosts"),
+    ("GET /a.txt HTTP/1.1\r\nHost : x\r\n\r\n", "space before the colon"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", "obs-fold"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", "field without colon"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", "bare CR"),
+    ("GET /a.txt HTTP/1.1\rHost: x\r\r", "bare CR line ends"),
+    ("GET /a.txt HTTP/1.1\r\r\nHost: x\r\n\r\n", "CR CR LF after the request line"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\r\n\r\n", "CR CR LF after a field"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\r\n", "CR CR LF as the empty line"),
+    ("\rGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", "a bare CR before the request"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\x01\r\n\r\n", "control byte in a value"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", "bad length"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+     "conflicting lengths"),
+    ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+     "Transfer-Encoding: chunked\r\n\r\n", "Content-Length with Transfer-Encoding"),
+]
+
 
 def expect(srv, data, status, what):
     out = raw_exchange(srv.port, data, half_close=False)
@@ -26,31 +56,7 @@ def main():
     root.write("a.txt", b"AAAA\n")
     srv = Server(sys.argv[1], root.dir, *sys.argv[2:])
     try:
-        # Every one is followed by a good request, which must not be served.
-        bad = [
-            ("garbage\r\n\r\n", "garbage request line"),
-            ("GET\r\n\r\n", "request line without target"),
-            ("GET /a.txt\r\n\r\n", "HTTP/0.9-style request"),
-            ("GET  /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", "two spaces"),
-            ("GET /a.txt HTTP/1.1 \r\nHost: x\r\n\r\n", "trailing space"),
-            ("GET /a.txt FOO/1.1\r\nHost: x\r\n\r\n", "not HTTP"),
-            ("GET /a.txt HTTP/1.x\r\nHost: x\r\n\r\n", "bad version digits"),
-            ("G(T /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", "method not a token"),
-            ("GET /a.txt HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "two Hosts"),
-            ("GET /a.txt HTTP/1.1\r\nHost : x\r\n\r\n", "space before the colon"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", "obs-fold"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", "field without colon"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", "bare LF"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", "bare CR"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\x01\r\n\r\n", "control byte in a value"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", "bad length"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-             "conflicting lengths"),
-            ("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-             "Transfer-Encoding: chunked\r\n\r\n", "Content-Length with Transfer-Encoding"),
-        ]
-        for data, what in bad:
+        for data, what in BAD:
             expect(srv, data + OK, 400, what)
         expect(srv, "GET /a.txt HTTP/2.0\r\nHost: x\r\n\r\n" + OK, 505, "HTTP/2.0")
 
