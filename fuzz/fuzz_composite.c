@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_composite: every composite operation of SPEC (add, add_slice,
- * add_iov, prepend, add_copy, add_file, append, split, read, skip, get,
- * typed reads, read_slice, flatten, find, index_of, discard_read, iov,
+ * fuzz_composite: every composite operation of docs/api.md, Composites (add,
+ * add_slice, add_iov, prepend, add_copy, add_file, append, split, read, skip,
+ * get, typed reads, read_slice, flatten, find, index_of, discard_read, iov,
  * writev/writev_max into a non-blocking pipe read back, read_fd) across three
  * composites, each compared with a flat byte array after every step. Source
  * buffers are pooled, wrapped (their free callbacks must each run exactly

@@ -97,6 +97,8 @@ struct nbuf_composite *nbuf_composite_new(struct nbuf_pool *p);
 /**
  * Release every component (each buffer reference and file dup the composite
  * holds, exactly once) and free the composite. NULL is a no-op.
+ *
+ * @param c the composite, or NULL.
  */
 void nbuf_composite_free(struct nbuf_composite *c);
 /**@}*/
@@ -109,6 +111,8 @@ void nbuf_composite_free(struct nbuf_composite *c);
  * The bytes are always referenced, whatever their size (the flush copies
  * tiny neighbours into one iovec).
  *
+ * @param c the composite.
+ * @param b the buffer (or view) whose reference moves in on success.
  * @return 0; -EINVAL (NULL, or @p b already released: reported),
  *         -EOVERFLOW (readable total would pass SIZE_MAX), -ENOMEM. On
  *         failure the caller keeps its reference and nothing changed.
@@ -139,6 +143,11 @@ int nbuf_composite_add(struct nbuf_composite *c, struct nbuf *b);
  *   the same buffer, and the composite reads those bytes when it reads or
  *   flushes them.
  *
+ * @param c the composite.
+ * @param b the buffer (or view) the bytes are in; the caller keeps its
+ *        reference.
+ * @param off the absolute index of the first byte in @p b.
+ * @param len the bytes to add.
  * @return 0; -EINVAL (NULL, range outside [0, writer_index] or overflowing,
  *         or @p b already released: reported), -EOVERFLOW (total),
  *         -ENOMEM; or what nbuf_retain() reports (-EOVERFLOW at the maximum
@@ -157,6 +166,11 @@ int nbuf_composite_add_slice(struct nbuf_composite *c, struct nbuf *b, size_t of
  * close to the cost of a memcpy loop, where one add_slice() per piece costs a
  * call and a component each. Empty pieces are skipped.
  *
+ * @param c the composite.
+ * @param b the buffer (or view) every piece points into; the caller keeps
+ *        its reference.
+ * @param iov the pieces, in order.
+ * @param n how many (>= 0).
  * @return 0; -EINVAL (NULL @p c or @p b, @p n < 0, NULL @p iov with @p n >
  *         0, a piece outside [0, writer_index] of @p b, or @p b already
  *         released: reported), -EOVERFLOW (total), -ENOMEM; or what
@@ -169,6 +183,8 @@ int nbuf_composite_add_iov(struct nbuf_composite *c, struct nbuf *b, const struc
  * Add @p b's readable bytes in front of the readable bytes. Takes @p b
  * (an empty @p b is released at once).
  *
+ * @param c the composite.
+ * @param b the buffer (or view) whose reference moves in on success.
  * @return 0; -EINVAL, -EOVERFLOW, -ENOMEM as for nbuf_composite_add().
  */
 int nbuf_composite_prepend(struct nbuf_composite *c, struct nbuf *b);
@@ -182,6 +198,9 @@ int nbuf_composite_prepend(struct nbuf_composite *c, struct nbuf *b);
  * references its bytes, and a composite that empties keeps a tail of at
  * most 4 KiB.
  *
+ * @param c the composite.
+ * @param src the bytes (may be NULL only when @p n is 0).
+ * @param n how many.
  * @return 0 (also for @p n 0); -EINVAL (NULL @p src with @p n > 0, or @p n
  *         above the pool's max_buffer_size), -EOVERFLOW, -ENOMEM. Nothing
  *         changed on failure.
@@ -197,6 +216,11 @@ int nbuf_composite_add_copy(struct nbuf_composite *c, const void *src, size_t n)
  * the next @p len bytes read from it (@p off is ignored) and only the flush
  * can send it. @p len 0 adds nothing (the range is still checked).
  *
+ * @param c the composite.
+ * @param fd the file (or pipe, socket, character device); the composite
+ *        keeps its own dup.
+ * @param off the offset of the region in a regular file (>= 0).
+ * @param len the bytes of the region.
  * @return 0; -EBADF (@p fd negative or not open), -EINVAL (negative @p off,
  *         @p off + @p len past the end of the regular file or past the
  *         largest off_t), -EOVERFLOW (total), -EMFILE (no descriptor left
@@ -208,6 +232,8 @@ int nbuf_composite_add_file(struct nbuf_composite *c, int fd, off_t off, size_t 
  * Move all of @p src's components to the end of @p c, without copying a
  * byte or taking a reference; @p src is left empty (and still usable).
  *
+ * @param c the composite to append to.
+ * @param src the composite whose components move (not @p c).
  * @return 0; -EINVAL (NULL, or @p c == @p src: appending a composite to
  *         itself), -EOVERFLOW (total), -ENOMEM. Nothing changed on failure.
  */
@@ -216,10 +242,16 @@ int nbuf_composite_append(struct nbuf_composite *c, struct nbuf_composite *src);
 
 /** @name Sizes */
 /**@{*/
-/** @return readable bytes (0 for NULL). */
+/**
+ * @param c the composite, or NULL.
+ * @return readable bytes (0 for NULL).
+ */
 size_t nbuf_composite_readable(const struct nbuf_composite *c);
-/** @return number of components holding readable bytes (0 for NULL). Empty
- *  components are never stored, and merged neighbours count once. */
+/**
+ * Empty components are never stored, and merged neighbours count once.
+ * @param c the composite, or NULL.
+ * @return number of components holding readable bytes (0 for NULL).
+ */
 size_t nbuf_composite_count(const struct nbuf_composite *c);
 /**@}*/
 
@@ -229,6 +261,9 @@ size_t nbuf_composite_count(const struct nbuf_composite *c);
 /**@{*/
 /**
  * Consume @p n bytes into @p dst.
+ * @param c the composite.
+ * @param dst where the bytes go (may be NULL only when @p n is 0).
+ * @param n how many.
  * @return 0; -ENODATA if fewer than @p n are readable; -EINVAL; -EIO or
  *         -ESPIPE from a file region. Nothing is consumed on failure.
  */
@@ -236,6 +271,10 @@ int nbuf_composite_read(struct nbuf_composite *c, void *dst, size_t n);
 
 /**
  * Copy bytes [index, index + n) into @p dst without consuming them.
+ * @param c the composite.
+ * @param index the offset of the first byte from the reader.
+ * @param dst where the bytes go (may be NULL only when @p n is 0).
+ * @param n how many.
  * @return 0; -ENODATA if the range is not all readable (or overflows);
  *         -EINVAL; -EIO or -ESPIPE from a file region.
  */
@@ -243,16 +282,24 @@ int nbuf_composite_get(const struct nbuf_composite *c, size_t index, void *dst, 
 
 /**
  * Consume @p n bytes without copying them.
+ * @param c the composite.
+ * @param n how many.
  * @return 0; -ENODATA if fewer are readable (nothing consumed); -EINVAL.
  */
 int nbuf_composite_skip(struct nbuf_composite *c, size_t n);
 /**@}*/
 
-/** @name Typed reads: big-endian (network order); _le = little-endian.
- * read consumes: 0 / -ENODATA (fewer readable: nothing consumed) / -EINVAL
- * (NULL) / -EIO or -ESPIPE (file region). get takes an offset from the
- * reader and consumes nothing: same codes. */
+/** @name Typed reads: big-endian (network order); _le = little-endian
+ *  Each name's width: u8 1 byte, u16 2, u32 4, u64 8. */
 /**@{*/
+/**
+ * Consume one value of the name's width and byte order, across component
+ * boundaries.
+ * @param c the composite.
+ * @param out where the value goes (not written on failure).
+ * @return 0; -ENODATA (fewer readable: nothing consumed); -EINVAL (NULL
+ *         @p c or @p out); -EIO or -ESPIPE (file region).
+ */
 int nbuf_composite_read_u8(struct nbuf_composite *c, uint8_t *out);
 int nbuf_composite_read_u16(struct nbuf_composite *c, uint16_t *out);
 int nbuf_composite_read_u32(struct nbuf_composite *c, uint32_t *out);
@@ -260,6 +307,19 @@ int nbuf_composite_read_u64(struct nbuf_composite *c, uint64_t *out);
 int nbuf_composite_read_u16_le(struct nbuf_composite *c, uint16_t *out);
 int nbuf_composite_read_u32_le(struct nbuf_composite *c, uint32_t *out);
 int nbuf_composite_read_u64_le(struct nbuf_composite *c, uint64_t *out);
+/**@}*/
+
+/** @name Typed gets: big-endian (network order); _le = little-endian */
+/**@{*/
+/**
+ * Copy one value of the name's width and byte order at an offset from the
+ * reader, consuming nothing.
+ * @param c the composite.
+ * @param index the offset of the value's first byte from the reader.
+ * @param out where the value goes (not written on failure).
+ * @return 0; -ENODATA (not all readable); -EINVAL (NULL @p c or @p out);
+ *         -EIO or -ESPIPE (file region).
+ */
 int nbuf_composite_get_u8(const struct nbuf_composite *c, size_t index, uint8_t *out);
 int nbuf_composite_get_u16(const struct nbuf_composite *c, size_t index, uint16_t *out);
 int nbuf_composite_get_u32(const struct nbuf_composite *c, size_t index, uint32_t *out);
@@ -273,6 +333,9 @@ int nbuf_composite_get_u64_le(const struct nbuf_composite *c, size_t index, uint
 /**@{*/
 /**
  * Find @p byte at or after offset @p from.
+ * @param c the composite.
+ * @param from the offset from the reader where the search starts.
+ * @param byte the byte to find.
  * @return its offset from the reader; -ENOENT if absent; -EINVAL (NULL, or
  *         @p from > readable); -EIO or -ESPIPE from a file region. Only the
  *         first SSIZE_MAX bytes are searched.
@@ -283,6 +346,10 @@ ssize_t nbuf_composite_index_of(const struct nbuf_composite *c, size_t from, uin
  * Find the first occurrence of @p needle[0, n) that starts at or after
  * offset @p from; a match may span any number of components. An empty
  * needle matches at @p from.
+ * @param c the composite.
+ * @param from the offset from the reader where a match may start.
+ * @param needle the bytes to find (may be NULL only when @p n is 0).
+ * @param n the needle's length.
  * @return its offset from the reader; -ENOENT; -EINVAL (NULL, or @p from >
  *         readable); -EIO or -ESPIPE from a file region.
  */
@@ -297,6 +364,8 @@ ssize_t nbuf_composite_find(const struct nbuf_composite *c, size_t from, const v
  * when they lie in one buffer component, otherwise a pooled copy of just
  * those @p n bytes (from @p c's pool). @p n 0 gives an empty buffer.
  *
+ * @param c the composite.
+ * @param n the bytes to consume.
  * @return a new reference, or NULL with errno = ENODATA (fewer readable;
  *         nothing consumed), EINVAL (NULL, or @p n above the pool's
  *         max_buffer_size for a copy), ENOMEM, EIO/ESPIPE (file region).
@@ -308,6 +377,9 @@ struct nbuf *nbuf_composite_read_slice(struct nbuf_composite *c, size_t n);
  * components that lie wholly in them move, and the one the boundary cuts is
  * split in two (both halves referencing the same buffer or file).
  *
+ * @param c the composite to take the bytes from.
+ * @param n how many.
+ * @param out the composite they go to (not @p c).
  * @return 0; -ENODATA (fewer readable), -EINVAL (NULL, or @p out == @p c),
  *         -EOVERFLOW (@p out's total), -ENOMEM; or what nbuf_retain()
  *         reports. Nothing changed in either composite on failure.
@@ -319,6 +391,7 @@ int nbuf_composite_split(struct nbuf_composite *c, size_t n, struct nbuf_composi
  * is unchanged; follow with nbuf_composite_skip() to consume). A view when
  * there is one buffer component, else a pooled copy.
  *
+ * @param c the composite.
  * @return a new reference (empty when nothing is readable), or NULL with
  *         errno = EINVAL (NULL, or more than the pool's max_buffer_size),
  *         ENOMEM, EIO/ESPIPE (file region).
@@ -329,6 +402,7 @@ struct nbuf *nbuf_composite_flatten(const struct nbuf_composite *c);
  * Release fully read components and give back component-array capacity a
  * burst left unused. Since consuming calls already release what they empty,
  * this only shrinks the array (Netty's discardReadComponents).
+ * @param c the composite.
  * @return 0; -EINVAL for NULL.
  */
 int nbuf_composite_discard_read(struct nbuf_composite *c);
@@ -340,6 +414,10 @@ int nbuf_composite_discard_read(struct nbuf_composite *c);
  * no iovec is empty. Nothing is consumed: call nbuf_composite_skip() with
  * what you wrote. The pointers stay valid until those bytes are consumed.
  *
+ * @param c the composite.
+ * @param iov where the iovecs go.
+ * @param max the most iovecs to fill (>= 0).
+ * @param max_bytes the most bytes to describe.
  * @return the number of iovecs filled (0 if nothing is readable or a file
  *         region comes first); -EINVAL (NULL @p c, @p max < 0, NULL @p iov
  *         with @p max > 0).
@@ -370,6 +448,8 @@ int nbuf_composite_iov(const struct nbuf_composite *c, struct iovec *iov, int ma
  * a partial write the next call resumes at exactly the next byte. With a
  * blocking @p fd the call returns when all is written.
  *
+ * @param c the composite.
+ * @param fd the descriptor to write to (a socket, pipe or file).
  * @return bytes written (> 0); 0 with no syscall when nothing is readable;
  *         -EAGAIN when @p fd accepted nothing (nothing consumed); -EIO when a
  *         regular file is shorter than its queued region (the region stays
@@ -387,6 +467,9 @@ ssize_t nbuf_composite_writev(struct nbuf_composite *c, int fd);
  * most @p max_bytes in this call, so that one connection with a long queue
  * cannot starve the others of an event loop (nginx's sendfile_max_chunk).
  *
+ * @param c the composite.
+ * @param fd the descriptor to write to.
+ * @param max_bytes the most bytes to write in this call.
  * @return as nbuf_composite_writev(); 0 with no syscall when @p max_bytes is
  *         0.
  */
@@ -400,6 +483,8 @@ ssize_t nbuf_composite_writev_max(struct nbuf_composite *c, int fd, size_t max_b
  * shrinks by half after two reads in a row that would have fit the smaller
  * size (64 B .. 64 KiB). EINTR is retried.
  *
+ * @param c the composite.
+ * @param fd the descriptor to read from.
  * @param max at most this many bytes in this call; 0 = no limit beyond the
  *        adaptive size.
  * @return bytes read (> 0); 0 at end of file; -EAGAIN; -EINVAL (NULL),

@@ -64,6 +64,9 @@ int nbuf_pool_leak_report(struct nbuf_pool *p, FILE *out);
  * Repeats are rate-limited whichever the sink: after 10 reports of the same
  * kind within a second, further ones are counted instead, and the next one
  * after the second is over says how many were left out.
+ *
+ * @param fn the sink, or NULL for stderr.
+ * @param ctx passed to @p fn with every report.
  */
 void nbuf_set_report_fn(void (*fn)(const char *msg, void *ctx), void *ctx);
 

@@ -37,6 +37,9 @@ extern "C" {
  * regular files as the source (read from their current file offset, which
  * advances).
  *
+ * @param in_fd the descriptor to read from.
+ * @param out_fd the descriptor to write to.
+ * @param len the most bytes to move.
  * @return bytes moved (> 0); 0 at end of file of @p in_fd with nothing
  *         moved, or when @p len is 0 (no syscall); -EAGAIN when @p in_fd had
  *         nothing to read; -EBADF (negative descriptor), -EINVAL (a pair

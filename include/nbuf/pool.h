@@ -131,7 +131,9 @@ struct nbuf_pool_config {
 #define NBUF_DECAY_MS_DEFAULT 500
 
 /**
- * Fill @p cfg with the defaults listed at each field.
+ * Fill @p cfg with the defaults listed at each field (size included).
+ *
+ * @param cfg the configuration to fill; NULL does nothing.
  */
 void nbuf_pool_config_init(struct nbuf_pool_config *cfg);
 
@@ -150,16 +152,20 @@ struct nbuf_pool *nbuf_pool_new(const struct nbuf_pool_config *cfg);
 /**
  * Destroy a pool and return all its memory to the backing.
  *
- * @return 0 on success (the pool is gone); -EBUSY while buffers of the pool
- *         are still live: a leak report naming each live buffer is written to
- *         stderr and the pool stays fully usable; -EINVAL for NULL or the
- *         default pool.
+ * @param p the pool (not the default pool, which is never freed); no other
+ *        call may use it concurrently.
+ * @return 0 on success (the pool is gone); -EBUSY while buffers or views of
+ *         the pool are still live: the pool stays fully usable and a report
+ *         (see nbuf_set_report_fn()) counts them and, with leak tracking on,
+ *         names each live tracked buffer; -EINVAL for NULL or the default
+ *         pool.
  */
 int nbuf_pool_free(struct nbuf_pool *p);
 
 /**
  * The process-wide pool used when a function gets a NULL pool. Created on
- * first use from the NBUF_* environment variables (see README), never freed.
+ * first use from the NBUF_* environment variables (see docs/api.md,
+ * "Environment variables"), never freed.
  *
  * @return the pool, or NULL with errno set if it cannot be created.
  */
@@ -167,10 +173,11 @@ struct nbuf_pool *nbuf_pool_default(void);
 
 /**
  * Give cached and idle memory back to the backing now: the calling thread's
- * cache, the arenas' stashes, the pool's cached huge extents, and every
- * empty chunk. Other threads flush their
- * caches at their next cache miss (their caches are theirs alone).
+ * cache, the arenas' stashes, the pool's cached huge extents, every empty
+ * chunk and every dirty page. Other threads flush their caches at their next
+ * cache miss (their caches are theirs alone).
  *
+ * @param p the pool (not NULL: the default pool is nbuf_pool_default()).
  * @return 0, or -EINVAL for a NULL pool.
  */
 int nbuf_pool_trim(struct nbuf_pool *p);

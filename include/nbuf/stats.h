@@ -74,6 +74,8 @@ enum nbuf_stats_format {
 /**
  * Take a snapshot of @p p's counters.
  *
+ * @param p the pool (not NULL: the default pool is nbuf_pool_default()).
+ * @param out where the snapshot goes (all of struct nbuf_pool_stats).
  * @return 0; -EINVAL if @p p or @p out is NULL.
  */
 int nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out);
@@ -87,6 +89,9 @@ int nbuf_pool_stats(struct nbuf_pool *p, struct nbuf_pool_stats *out);
  * so a program built against older headers, with a smaller struct, is never
  * written past. Call it as nbuf_pool_stats_sized(p, &st, sizeof(st)).
  *
+ * @param p the pool (not NULL).
+ * @param out where the snapshot goes.
+ * @param size sizeof(*out) as the caller was built.
  * @return 0; -EINVAL if @p p or @p out is NULL or @p size is below the two
  *         header fields.
  */
@@ -98,6 +103,8 @@ int nbuf_pool_stats_sized(struct nbuf_pool *p, struct nbuf_pool_stats *out, size
  * run in use, 's' a subpage run (its digit 0-9 when its elements are partly
  * used: tenths in use).
  *
+ * @param p the pool (not NULL).
+ * @param out the stream to write to.
  * @param format NBUF_FORMAT_TEXT or NBUF_FORMAT_JSON.
  * @return 0; -EINVAL for a NULL pool or stream or an unknown format; -EIO if
  *         writing to @p out failed.

@@ -4,8 +4,9 @@
  * its own, nbuf-default on the default pool, and each peer allocator, one process per run so
  * that each links and serves only its own malloc) alternately, several repetitions of every
  * workload with the variant order rotated, and prints a Markdown table of medians with each nbuf
- * variant's ratio to the best peer and the SPEC target verdict (the SPEC holds the default pool
- * and an explicit pool to the same targets; they are never each other's peer).
+ * variant's ratio to the best peer and the verdict of each target of docs/api.md, "Performance
+ * targets" (which holds the default pool and an explicit pool to the same targets; they are never
+ * each other's peer).
  * Variants come from the command line, or are looked up next to this executable. With --tsv
  * FILE it also writes every repetition, the medians and the RSS over the (d) trace of each
  * variant as tab-separated records for tests/bench/report.py. With --callgrind it counts

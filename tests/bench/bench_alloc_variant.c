@@ -75,7 +75,7 @@
 #define TRACE_LEN (1u << 20)
 #define RING_SIZE 1024 /* power of two */
 #define SEED 0x6e62756662656e63ull
-#define IDLE_MS 3000      /* (d)'s idle before the trim: the SPEC's "idle of 3 s with no trim" */
+#define IDLE_MS 3000      /* (d)'s idle before the trim: docs/api.md's "3 s of idle with no trim" */
 #define IDLE_QUICK_MS 500 /* the same in quick mode: short, but still there */
 #define IDLE_MAX_MS 60000
 #define IDLE_STEP_MS 100 /* one RSS sample per step of the idle */

@@ -337,9 +337,10 @@ def section_targets(md, rows):
     md("## Targets")
     md()
     md(
-        'The targets of SPEC.md, "Performance targets" (the allocation and flush rows), and '
-        "the bar docs/http.md sets for nbuf-http (at least nginx's requests per second), applied "
-        "to nbuf-kv against redis-server too (SPEC sets no number for the example servers). "
+        'The targets of [docs/api.md, "Performance targets"](api.md#performance-targets) (the '
+        "allocation and flush rows), and the bar docs/http.md sets for nbuf-http (at least "
+        "nginx's requests per second), applied to nbuf-kv against redis-server too (docs/api.md "
+        "sets no number for the example servers). "
         "Each verdict is taken from the medians of this run and is strict (a ratio of 1.01 is a "
         "miss); on a shared machine ratios within a few percent of 1.00 are within the "
         "run-to-run noise, which the sections below show with every figure."
@@ -383,8 +384,9 @@ def alloc_section(md, plots, a, cg, targets):
         f"with the order rotated; {mode} mode, median of {a.meta.get('reps', '?')} runs each. "
         "nbuf calls `nbuf_alloc(pool, n)`/`nbuf_release` on a pool of its own "
         "(`nbuf_pool_new(NULL)`), nbuf-default `nbuf_alloc(NULL, n)` on the default pool (as "
-        "users call it; configured from `NBUF_*` variables), the peers `malloc`/`free`. The SPEC "
-        "holds both nbuf variants to the same targets; neither is the other's peer. Load average "
+        "users call it; configured from `NBUF_*` variables), the peers `malloc`/`free`. "
+        "docs/api.md holds both nbuf variants to the same targets; neither is the other's peer. "
+        "Load average "
         f"{a.meta.get('load_before', '?')} before, {a.meta.get('load_after', '?')} after."
     )
     md()
@@ -414,8 +416,8 @@ def alloc_section(md, plots, a, cg, targets):
         "that below 1.00 nbuf is better everywhere; ratios of the medians above. *Per run*: the "
         "median over the runs of nbuf's figure over the best peer's in the same run (a run "
         "takes every variant back to back, so this ratio is less exposed to the load's drift). "
-        "The SPEC targets compare with the best peer of each row, and the verdict reads the "
-        "ratio of medians, as `bench_alloc` does; (d) has absolute targets, and its steady "
+        "The targets of docs/api.md compare with the best peer of each row, and the verdict reads "
+        "the ratio of medians, as `bench_alloc` does; (d) has absolute targets, and its steady "
         "ratio must also be no worse than the best peer's."
     )
     md()
@@ -446,7 +448,7 @@ def alloc_section(md, plots, a, cg, targets):
                     res = f"{nv} {fmt(x)} {r['unit']}, best peer {best} {bv}: {fmt_ratio(rb)}x"
                 else:
                     res = f"{nv} {fmt(x)} {r['unit']}"
-                targets.append([f"alloc {r['label']}, {nv}: {tgt}", "SPEC", res, v])
+                targets.append([f"alloc {r['label']}, {nv}: {tgt}", "docs/api.md", res, v])
     md.table(
         header,
         rows,
@@ -526,7 +528,7 @@ def rss_section(md, plots, a):
     md()
     idle_s = num(a.meta.get("idle_s"))
     idle_reps = a.meta.get("idle_reps")
-    quick_idle = " (quick mode: not the SPEC's 3 s, so its verdict is not the SPEC's)"
+    quick_idle = " (quick mode: not the 3 s of docs/api.md, so its verdict is not the target's)"
     idle_txt = (
         "no allocator idled (no d.idle)"
         if idle_s is None
@@ -545,7 +547,7 @@ def rss_section(md, plots, a):
         "random replacements, then everything freed, then an idle with no allocator call at all "
         "(sleep; RSS read from /proc every 100 ms), then the allocator's trim. RSS is the "
         f"process's above its RSS at the start. In this run {idle_txt}. The first row gives "
-        "the SPEC's targets, which the nbuf variants' cells are judged against."
+        "the targets of docs/api.md, which the nbuf variants' cells are judged against."
     )
     md()
     if d_rows:
@@ -746,7 +748,8 @@ def callgrind_section(md, a, recs, targets):
         rows.append(row)
     md.table(header, rows, ["---"] + ["---:"] * len(c.variants) + ["---"] + ["---:"] * len(c.nbufs))
 
-    # SPEC: fewer instructions per pair than the fastest peer (by time), 64 B-64 KiB.
+    # docs/api.md, Performance targets (a): fewer instructions per pair than the fastest peer
+    # (by time), 64 B-64 KiB.
     if not a:
         return
     for nv in c.nbufs:
@@ -767,7 +770,7 @@ def callgrind_section(md, a, recs, targets):
             targets.append(
                 [
                     f"alloc (a) pairs 64 B-64 KiB, {nv}: fewer instructions than the fastest peer",
-                    "SPEC (callgrind)",
+                    "docs/api.md (callgrind)",
                     f"fewer at {n - len(bad)} of {n} sizes ({'; '.join(res)})",
                     verdict(not bad),
                 ]
@@ -840,10 +843,10 @@ def flush_section(md, plots, recs, targets):
     md("### Ratios: nbuf's time over each peer's (below 1.00: nbuf faster)")
     md()
     md(
-        "Target (SPEC): at least as fast as the better of memcpy+write and writev for every S "
-        "from 16 B to 64 KiB, and faster than libevent's evbuffer. The verdict reads the wall "
-        "medians; the last two columns apply the same test to the sending thread's CPU time, "
-        "which the machine's other load disturbs less."
+        "Target (docs/api.md): at least as fast as the better of memcpy+write and writev for "
+        "every S from 16 B to 64 KiB, and faster than libevent's evbuffer. The verdict reads the "
+        "wall medians; the last two columns apply the same test to the sending thread's CPU "
+        "time, which the machine's other load disturbs less."
     )
     md()
     header = (
@@ -883,7 +886,7 @@ def flush_section(md, plots, recs, targets):
                 [
                     f"flush, {m}, {what}: <= best of memcpy+write and writev, and < evbuffer, "
                     "every S from 16 B to 64 KiB",
-                    "SPEC" if what == "wall time" else "SPEC, on CPU time",
+                    "docs/api.md" if what == "wall time" else "docs/api.md, on CPU time",
                     f"met at {len(oks)} of {len(res)} sizes"
                     + (f"; missed at {', '.join(bad)}" if bad else ""),
                     verdict(not bad if res else None),
@@ -948,7 +951,7 @@ def flush_section(md, plots, recs, targets):
         md()
         md(
             "Random `nbuf_composite_get` of 8 bytes at a random offset of a composite of n "
-            "components of 16 B (one run per count). The SPEC sets no target; the lookup is "
+            "components of 16 B (one run per count). docs/api.md sets no target; the lookup is "
             "meant to grow as O(log n)."
         )
         md()
@@ -1015,7 +1018,7 @@ def kv_section(md, plots, recs, targets):
         targets.append(
             [
                 f"kv {name}: nbuf-kv >= redis-server",
-                "docs/http.md's bar (no SPEC target)",
+                "docs/http.md's bar (no docs/api.md target)",
                 f"{fmt(km)} against {fmt(rm)}; median of per-run ratios {fmt_ratio(per)}",
                 verdict(ok),
             ]
@@ -1142,7 +1145,7 @@ def kv_section(md, plots, recs, targets):
                 targets.append(
                     [
                         f"kv memory, {size} B values: nbuf-kv (default) RSS <= redis-server's",
-                        "issue 12's target (SPEC sets none for the examples)",
+                        "issue 12's target (docs/api.md sets none for the examples)",
                         f"{fmt(dflt / 1024)} MiB against {fmt(base / 1024)} MiB "
                         f"({dflt / base:.3f}x)",
                         verdict(ok),
@@ -1154,7 +1157,7 @@ def kv_section(md, plots, recs, targets):
             targets.append(
                 [
                     f"kv memory, {n} B values: nbuf-kv (default) RSS <= redis-server's",
-                    "issue 12's target (SPEC sets none for the examples)",
+                    "issue 12's target (docs/api.md sets none for the examples)",
                     "not measured in this run (MEMORY_SPECS)",
                     verdict(None),
                 ]

@@ -102,7 +102,7 @@ kv git_dirty "$(git status --porcelain --untracked-files=no -- src include meson
     meson_options.txt tests/bench docs/examples 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
 
 # ---- 2. build ----
-OPTS=(--buildtype=release -Ddebug_checks=1 -Dstats=true -Dbench=true -Dexamples=true)
+OPTS=(--buildtype=release -Ddebug_checks=1 -Dbench=true -Dexamples=true)
 build_failed() {
     tail -n 30 "$DATA/build.log" >&2
     echo "report.sh: the build failed (log: $DATA/build.log)" >&2
@@ -121,7 +121,7 @@ log "building $(echo "$TARGETS" | wc -l) targets in $BUILD"
 ninja -C "$BUILD" $TARGETS >>"$DATA/build.log" 2>&1 || build_failed
 kv compiler "$(sed -n 's/^C compiler for the host machine: .*"\(.*\)").*/\1/p' \
     "$BUILD/meson-logs/meson-log.txt" | tail -1)"
-kv buildtype "release, default options: debug_checks=1, stats=true (meson $(meson --version))"
+kv buildtype "release, default options: debug_checks=1 (meson $(meson --version))"
 
 # ---- 3. the benchmarks ----
 B=$BUILD/tests/bench
