@@ -153,7 +153,7 @@ row_label(size_t r)
     if (strcmp(rows[r].key, "d.idle") != 0 || idle_s < 0)
         return rows[r].label;
     snprintf(idle, sizeof(idle), "(d) RSS after free all + %g s idle, no trim, minus start%s",
-             idle_s, idle_s < 3 ? " (SPEC: 3 s)" : "");
+             idle_s, idle_s < 3 ? " (docs/api.md: 3 s)" : "");
     return idle;
 }
 
@@ -397,14 +397,15 @@ static void
 print_rss_targets(void)
 {
     unsigned n = idle_reps < reps ? idle_reps : reps;
-    printf("(d) targets (SPEC): steady RSS growth / live requested <= 1.15 and no more than the "
+    printf("(d) targets (docs/api.md): steady RSS growth / live requested <= 1.15 and no more than "
+           "the "
            "best peer's in this run; after free all and an idle of 3 s with no trim call, within "
            "8 MiB of the start");
     if (idle_s < 0)
         printf(" (no run idled: no d.idle)");
     else
         printf(" (this run idled %g s%s; d.idle is ", idle_s,
-               idle_s < 3 ? ", not 3 s: its verdict is not the SPEC's" : "");
+               idle_s < 3 ? ", not 3 s: its verdict is not docs/api.md's" : "");
     if (idle_s >= 0 && n == 1)
         printf("from the first run)");
     else if (idle_s >= 0)
