@@ -3,17 +3,15 @@
  * Arenas: one lock each, owning chunks, the partial subpages of every small
  * class, per-class stashes of ready pairs, and the buffer headers. Thread
  * caches fill and flush here in batches; nothing here is on the fast path.
- * Empty chunks go back to the backing beyond a reserve of one per arena.
- * Decay (decay.c has the clock): a chunk's dirty free pages are purged
- * decay_ms after it was first dirtied, an empty chunk then goes back to the
- * backing, and stashed pairs unused for a decay period go back to chunks;
- * all on the slow-path events that hold the lock anyway, or the purger.
- * Layer: arena; calls chunk.c, subpage.c and decay.c (clock, purger wake-up).
+ * Runs come from the arena's chunks (arena_chunks.c, which also purges).
+ * Decay (decay.c has the clock): stashed pairs unused for a decay period go
+ * back to chunks, and the chunks' pass runs (arena_chunks.c); all on the
+ * slow-path events that hold the lock anyway, or the purger.
+ * Layer: arena; calls arena_chunks.c, chunk.c, subpage.c and decay.c.
  */
 #include "internal.h"
 
 #define HEADERS_PER_BLOCK 64
-#define EMPTY_CHUNK_RESERVE 1
 
 void
 nbuf_arena_lock_(struct nbuf_arena *a)
@@ -34,12 +32,7 @@ nbuf_arena_unlock_(struct nbuf_arena *a)
     pthread_mutex_unlock(&a->lock);
 }
 
-#ifndef NDEBUG
-#define assert_locked(a)                                                                           \
-    nbuf_assert_internal((a)->owned &&pthread_equal((a)->owner, pthread_self()))
-#else
-#define assert_locked(a) ((void)(a))
-#endif
+#define assert_locked(a) nbuf_arena_assert_locked_(a)
 
 int
 nbuf_arena_init_(struct nbuf_arena *a, struct nbuf_pool *p, unsigned index)
@@ -145,106 +138,12 @@ pair_arena(const struct nbuf *b)
     return ((struct nbuf_chunk *)b->slab)->arena;
 }
 
-static void
-chunk_link(struct nbuf_arena *a, struct nbuf_chunk *c)
-{
-    c->prev = NULL;
-    c->next = a->chunks;
-    if (a->chunks)
-        a->chunks->prev = c;
-    a->chunks = c;
-    a->nchunks++;
-    a->nempty++;
-}
-
-static void
-chunk_unlink_free(struct nbuf_arena *a, struct nbuf_chunk *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        a->chunks = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    a->nchunks--;
-    a->nempty--;
-    a->purged_pages += c->ndirty; /* nbuf_chunk_free_ gives them back */
-    nbuf_chunk_free_(c);
-}
-
-/* A run of npages from any chunk, preferring chunks already in use so that
- * empty ones stay empty and can go back to the backing. */
-static uint32_t
-run_alloc_locked(struct nbuf_arena *a, uint32_t npages, enum nbuf_run_state st,
-                 struct nbuf_chunk **out)
-{
-    assert_locked(a);
-    for (int pass = 0; pass < 2; pass++) {
-        for (struct nbuf_chunk *c = a->chunks; c; c = c->next) {
-            bool empty = nbuf_chunk_empty_(c);
-            if (empty != (pass == 1))
-                continue;
-            uint32_t page = nbuf_chunk_alloc_run_(c, npages, st);
-            if (page != NBUF_RUN_NONE) {
-                if (empty)
-                    a->nempty--;
-                *out = c;
-                return page;
-            }
-        }
-    }
-    struct nbuf_chunk *c = nbuf_chunk_new_(a);
-    if (!c)
-        return NBUF_RUN_NONE;
-    chunk_link(a, c);
-    a->nempty--;
-    *out = c;
-    return nbuf_chunk_alloc_run_(c, npages, st);
-}
-
 /* ---- decay ---- */
 
 static uint64_t
 min_u64(uint64_t x, uint64_t y)
 {
     return x < y ? x : y;
-}
-
-/* Arm @c's deadline when it has just turned dirty. */
-static void
-chunk_dirtied(struct nbuf_arena *a, struct nbuf_chunk *c)
-{
-    struct nbuf_pool *p = a->pool;
-    if (c->purge_at != NBUF_NEVER || !c->ndirty || p->decay_ms < 0)
-        return;
-    c->purge_at = nbuf_decay_deadline_(p, nbuf_decay_now_(p));
-    if (c->purge_at < a->purge_at) {
-        a->purge_at = c->purge_at;
-        nbuf_decay_wake_(p, a->purge_at);
-    }
-}
-
-static void
-chunk_purge(struct nbuf_arena *a, struct nbuf_chunk *c)
-{
-    a->purged_pages += nbuf_chunk_purge_(c, &a->npurges);
-}
-
-static void
-run_free_locked(struct nbuf_arena *a, struct nbuf_chunk *c, uint32_t page)
-{
-    nbuf_chunk_free_run_(c, page);
-    if (nbuf_chunk_empty_(c)) {
-        a->nempty++;
-        if (a->nempty > EMPTY_CHUNK_RESERVE) {
-            chunk_unlink_free(a, c);
-            return;
-        }
-    }
-    if (a->pool->decay_ms == 0)
-        chunk_purge(a, c);
-    else
-        chunk_dirtied(a, c);
 }
 
 static void
@@ -278,13 +177,14 @@ mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
     if (szind < p->nsmall) {
         struct nbuf_subpage *s = a->partial[szind];
         if (!s) {
-            uint32_t page = run_alloc_locked(a, p->run_pages[szind], NBUF_RUN_SUBPAGE, &c);
+            uint32_t page =
+                nbuf_arena_run_alloc_locked_(a, p->run_pages[szind], NBUF_RUN_SUBPAGE, &c);
             if (page == NBUF_RUN_NONE)
                 return false;
             s = nbuf_subpage_new_(c, page, szind, (uint32_t)nbuf_sz_usize_(szind),
                                   p->run_pages[szind], p->run_elems[szind]);
             if (!s) {
-                run_free_locked(a, c, page);
+                nbuf_arena_run_free_locked_(a, c, page);
                 errno = ENOMEM;
                 return false;
             }
@@ -299,7 +199,7 @@ mem_alloc_locked(struct nbuf_arena *a, unsigned szind, struct nbuf *h)
         h->mem = s->base + (size_t)idx * s->elem_size;
     } else {
         uint32_t npages = (uint32_t)(nbuf_sz_usize_(szind) >> p->lg_page);
-        uint32_t page = run_alloc_locked(a, npages, NBUF_RUN_USED, &c);
+        uint32_t page = nbuf_arena_run_alloc_locked_(a, npages, NBUF_RUN_USED, &c);
         if (page == NBUF_RUN_NONE)
             return false;
         h->kind = NBUF_KIND_RUN;
@@ -342,7 +242,7 @@ subpage_free_locked(struct nbuf_arena *a, struct nbuf_subpage *s)
     uint32_t page = s->page;
     partial_remove(a, s);
     nbuf_subpage_free_(s);
-    run_free_locked(a, c, page);
+    nbuf_arena_run_free_locked_(a, c, page);
 }
 
 static void
@@ -365,7 +265,7 @@ mem_free_locked(struct nbuf_arena *a, struct nbuf *h)
                 gc_arm(a);
         }
     } else {
-        run_free_locked(a, h->slab, h->handle);
+        nbuf_arena_run_free_locked_(a, h->slab, h->handle);
     }
 }
 
@@ -408,20 +308,8 @@ nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now)
     assert_locked(a);
     if (now >= a->stash_gc_at)
         arena_gc(a, now); /* may dirty chunks: before the purge */
-    if (now >= a->purge_at) {
-        uint64_t next = NBUF_NEVER;
-        for (struct nbuf_chunk *c = a->chunks, *cn; c; c = cn) {
-            cn = c->next;
-            if (c->purge_at > now) {
-                next = min_u64(next, c->purge_at);
-            } else if (nbuf_chunk_empty_(c)) {
-                chunk_unlink_free(a, c); /* empty for a decay period: give it back */
-            } else {
-                chunk_purge(a, c);
-            }
-        }
-        a->purge_at = next;
-    }
+    if (now >= a->purge_at)
+        a->purge_at = nbuf_arena_chunks_decay_locked_(a, now);
     return min_u64(a->purge_at, a->stash_gc_at);
 }
 
@@ -528,22 +416,10 @@ nbuf_arena_trim_(struct nbuf_arena *a, unsigned keep)
             uint32_t page = s->page;
             partial_remove(a, s);
             nbuf_subpage_free_(s);
-            nbuf_chunk_free_run_(c, page);
-            if (nbuf_chunk_empty_(c))
-                a->nempty++;
+            nbuf_arena_run_free_locked_(a, c, page);
         }
     }
-    struct nbuf_chunk *c = a->chunks;
-    while (c && a->nempty > keep) {
-        struct nbuf_chunk *next = c->next;
-        if (nbuf_chunk_empty_(c))
-            chunk_unlink_free(a, c);
-        c = next;
-    }
-    /* Idle now means idle: the free pages of the chunks that stay go too. */
-    for (c = a->chunks; c; c = c->next)
-        if (c->ndirty)
-            chunk_purge(a, c);
+    nbuf_arena_chunks_trim_locked_(a, keep);
     a->purge_at = NBUF_NEVER;
     a->stash_gc_at = NBUF_NEVER;
     nbuf_assert_expensive(nbuf_arena_check_(a));
@@ -566,14 +442,7 @@ nbuf_arena_fini_(struct nbuf_arena *a)
 bool
 nbuf_arena_check_(struct nbuf_arena *a)
 {
-    uint32_t n = 0, empty = 0;
-    for (struct nbuf_chunk *c = a->chunks; c; c = c->next) {
-        if (c->arena != a || !nbuf_chunk_check_(c))
-            return false;
-        n++;
-        empty += nbuf_chunk_empty_(c);
-    }
-    if (n != a->nchunks || empty != a->nempty)
+    if (!nbuf_arena_chunks_check_(a))
         return false;
     for (unsigned i = 0; i < NBUF_NCLASSES; i++) {
         for (struct nbuf_subpage *s = a->partial[i]; s; s = s->next) {

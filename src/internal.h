@@ -243,6 +243,27 @@ bool nbuf_arena_check_(struct nbuf_arena *a);
  * stashes); the arena's next deadline, NBUF_NEVER for none. */
 uint64_t nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now);
 
+/* ---- arena_chunks.c ---- */
+/* The arena's lock is held by this thread (an internal assert). */
+#ifndef NDEBUG
+#define nbuf_arena_assert_locked_(a)                                                               \
+    nbuf_assert_internal((a)->owned &&pthread_equal((a)->owner, pthread_self()))
+#else
+#define nbuf_arena_assert_locked_(a) ((void)(a))
+#endif
+/* A run of @npages (lock held); NBUF_RUN_NONE when no chunk has one and no
+ * new chunk could be had. */
+uint32_t nbuf_arena_run_alloc_locked_(struct nbuf_arena *a, uint32_t npages, enum nbuf_run_state st,
+                                      struct nbuf_chunk **out);
+/* Give a run back: may free its chunk (empty, beyond the reserve), arm its
+ * decay deadline or purge at once (decay 0, or over the dirty bound). */
+void nbuf_arena_run_free_locked_(struct nbuf_arena *a, struct nbuf_chunk *c, uint32_t page);
+/* Purge the chunks whose deadline passed, free those empty; the next deadline. */
+uint64_t nbuf_arena_chunks_decay_locked_(struct nbuf_arena *a, uint64_t now);
+/* Free empty chunks beyond @keep and purge the rest. */
+void nbuf_arena_chunks_trim_locked_(struct nbuf_arena *a, unsigned keep);
+bool nbuf_arena_chunks_check_(const struct nbuf_arena *a);
+
 /* ---- tcache.c ---- */
 /* Requests of 1 B to NBUF_FAST_MAX take the allocation fast path. */
 #define NBUF_FAST_MAX NBUF_LOOKUP2_MAX

@@ -192,6 +192,8 @@ struct nbuf {
 
 /* ---- debugging (leak.c) ------------------------------------------------ */
 
+/* Dirty free pages an arena keeps at most, at least (arena.c: dirty_max). */
+#define NBUF_DIRTY_MIN_BYTES ((uint64_t)2 << 20)
 #define NBUF_BT_DEPTH 16  /* frames kept of an allocation or final release */
 #define NBUF_SITE_DEPTH 6 /* frames kept of a retain/release site */
 #define NBUF_NSITES 4     /* retain/release sites kept (a ring, newest last) */
@@ -298,6 +300,7 @@ struct nbuf_arena {
     uint64_t stash_gc_at;
     uint64_t purged_pages;
     uint64_t npurges;
+    uint64_t ndirty; /* dirty free pages of all its chunks (lock) */
 #ifndef NDEBUG
     pthread_t owner; /* for _locked asserts */
     bool owned;

@@ -183,6 +183,69 @@ Test(decay, minus_one_never_purges_but_trim_does)
     t_pool_done(p);
 }
 
+/* Every other buffer of @n released: @n / 2 dirty runs that cannot merge,
+ * in chunks that stay in use. */
+static void
+free_every_other(struct nbuf_pool *p, struct nbuf **v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        v[i] = nbuf_alloc(p, BIG);
+        cr_assert_not_null(v[i]);
+        t_buf_fill(v[i], i);
+    }
+    for (unsigned i = 0; i < n; i += 2) {
+        nbuf_release(v[i]);
+        v[i] = NULL;
+    }
+}
+
+#define NBOUND 192 /* 6 MiB of 32 KiB buffers: 3 MiB freed, over the bound */
+
+/* The dirty bound holds whatever the clock says: no decay pass ran (the
+ * clock never moves), yet the arena keeps at most NBUF_DIRTY_MIN_BYTES
+ * dirty (1/64 of 7 chunks is less), purged down to half of it. */
+Test(decay, dirty_bound_purges_without_the_clock)
+{
+    struct nbuf_pool *p = decay_pool(3600 * 1000, 0);
+    static struct nbuf *v[NBOUND];
+    free_every_other(p, v, NBOUND);
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_leq(st.dirty_bytes, NBUF_DIRTY_MIN_BYTES, "dirty %llu",
+                  (unsigned long long)st.dirty_bytes);
+    cr_assert_geq(st.purged_bytes, NBOUND / 2 * BIG - NBUF_DIRTY_MIN_BYTES, "purged %llu",
+                  (unsigned long long)st.purged_bytes);
+    cr_assert_eq(st.dirty_bytes + st.purged_bytes, NBOUND / 2 * BIG);
+    cr_assert_gt(st.purges, 0);
+    t_pool_check(p);
+    /* The live ones are untouched, and the purged pages serve again. */
+    for (unsigned i = 1; i < NBOUND; i += 2)
+        cr_assert(t_buf_verify(v[i], i));
+    for (unsigned i = 0; i < NBOUND; i += 2) {
+        v[i] = nbuf_alloc(p, BIG);
+        cr_assert_not_null(v[i]);
+        t_buf_fill(v[i], 1000 + i);
+    }
+    for (unsigned i = 0; i < NBOUND; i += 2)
+        cr_assert(t_buf_verify(v[i], 1000 + i));
+    cr_assert_eq(t_stats(p).dirty_bytes, 0, "every free page reused");
+    release_all(v, NBOUND);
+    t_pool_done(p);
+}
+
+/* decay_ms -1 means never purge: not even over the bound. */
+Test(decay, dirty_bound_off_with_minus_one)
+{
+    struct nbuf_pool *p = decay_pool(-1, 0);
+    static struct nbuf *v[NBOUND];
+    free_every_other(p, v, NBOUND);
+    struct nbuf_pool_stats st = t_stats(p);
+    cr_assert_eq(st.dirty_bytes, NBOUND / 2 * BIG);
+    cr_assert_eq(st.purges, 0);
+    for (unsigned i = 1; i < NBOUND; i += 2)
+        nbuf_release(v[i]);
+    t_pool_done(p);
+}
+
 Test(decay, slow_path_events_run_the_pass)
 {
     struct nbuf_pool *p = decay_pool(100, 0);
