@@ -86,15 +86,22 @@ any_resident(const void *addr, size_t len)
 
 enum { BIG = 32 << 10, NBIG = 8 };
 
-/* NBIG filled 32 KiB buffers; the first @nfree released again. */
+/* @n filled 32 KiB buffers, buffer i filled with pattern i. */
 static void
-fill_and_free(struct nbuf_pool *p, struct nbuf **v, unsigned nfree)
+fill_big(struct nbuf_pool *p, struct nbuf **v, unsigned n)
 {
-    for (unsigned i = 0; i < NBIG; i++) {
+    for (unsigned i = 0; i < n; i++) {
         v[i] = nbuf_alloc(p, BIG);
         cr_assert_not_null(v[i]);
         t_buf_fill(v[i], i);
     }
+}
+
+/* NBIG filled 32 KiB buffers; the first @nfree released again. */
+static void
+fill_and_free(struct nbuf_pool *p, struct nbuf **v, unsigned nfree)
+{
+    fill_big(p, v, NBIG);
     for (unsigned i = 0; i < nfree; i++) {
         nbuf_release(v[i]);
         v[i] = NULL;
@@ -188,11 +195,7 @@ Test(decay, minus_one_never_purges_but_trim_does)
 static void
 free_every_other(struct nbuf_pool *p, struct nbuf **v, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++) {
-        v[i] = nbuf_alloc(p, BIG);
-        cr_assert_not_null(v[i]);
-        t_buf_fill(v[i], i);
-    }
+    fill_big(p, v, n);
     for (unsigned i = 0; i < n; i += 2) {
         nbuf_release(v[i]);
         v[i] = NULL;
