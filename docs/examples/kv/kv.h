@@ -3,9 +3,11 @@
  * nbuf-kv: a RESP2 (Redis protocol) key-value server built on nbuf.
  *
  * Shared types and prototypes, by file: config (main.c), the store
- * (store.c), the request parser (resp.c), replies (reply.c), commands
+ * (store.c; its entries: entry.c), the request parser (resp.c), replies (reply.c), commands
  * (commands.c: table, dispatch, server commands; strings.c: the string
- * commands), connections (client.c) and the event loops (server.c).
+ * commands; keys.c: key and expiry commands; glob.c: KEYS patterns;
+ * multi.c: transactions and WATCH; session.c: CLIENT, HELLO, AUTH),
+ * connections (client.c) and the event loops (server.c).
  */
 #ifndef NBUF_KV_H
 #define NBUF_KV_H
@@ -31,6 +33,7 @@
 #define KV_INLINE_LINE_MAX (64 * 1024) /* Redis's PROTO_INLINE_MAX_SIZE */
 #define KV_OUT_PAUSE (1u << 20)        /* stop parsing while this much reply is queued */
 #define KV_PROTO_ERR_MAX 192           /* longest protocol error message */
+#define KV_REDIS_VERSION "7.0.0"       /* the Redis version INFO and HELLO report */
 
 /* Command-line configuration, filled by main.c and read-only afterwards. */
 struct kv_config {
@@ -81,6 +84,9 @@ struct kv_val {
 };
 
 struct kv_store;
+struct kv_watch; /* one key one connection WATCHes (store.c) */
+
+typedef int (*kv_entry_fn)(struct kv_entry *e, void *arg);
 
 struct kv_store *kv_store_new(bool locked);
 void kv_store_free(struct kv_store *s);
@@ -90,12 +96,22 @@ void kv_store_lock(struct kv_store *s, unsigned shard);
 void kv_store_unlock(struct kv_store *s, unsigned shard);
 void kv_store_lock_mask(struct kv_store *s, uint64_t mask);
 void kv_store_unlock_mask(struct kv_store *s, uint64_t mask);
+void kv_store_lock_all(struct kv_store *s);
+void kv_store_unlock_all(struct kv_store *s);
 struct kv_entry *kv_store_find_locked(struct kv_store *s, uint64_t hash, const void *key,
                                       size_t klen, int64_t now_ms);
 int kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                         const struct kv_val *v, int64_t expire_ms, bool keep_ttl, int64_t now_ms);
 int kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                         int64_t now_ms);
+void kv_store_expire_locked(struct kv_store *s, uint64_t hash, struct kv_entry *e,
+                            int64_t expire_ms);
+void kv_store_touch_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen);
+int kv_store_each_locked(struct kv_store *s, int64_t now_ms, kv_entry_fn fn, void *arg);
+int kv_store_watch(struct kv_store *s, uint64_t hash, const void *key, size_t klen, int64_t now_ms,
+                   struct kv_watch **list, bool *dirty);
+void kv_store_unwatch_all(struct kv_store *s, struct kv_watch **list);
+void kv_store_watch_expire_locked(struct kv_store *s, struct kv_watch *list, int64_t now_ms);
 uint64_t kv_store_size(struct kv_store *s);
 void kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires);
 void kv_store_flush(struct kv_store *s);
@@ -120,6 +136,17 @@ kv_entry_nseg(const struct kv_entry *e)
     return e->nseg & KV_NSEG_MASK;
 }
 
+/* As Redis: a key is expired once now is past its expire time. */
+static inline bool
+kv_entry_expired(const struct kv_entry *e, int64_t now_ms)
+{
+    return e->expire_ms != 0 && now_ms > e->expire_ms;
+}
+
+/* ---- entry.c ------------------------------------------------------------ */
+
+struct kv_entry *kv_entry_new(uint32_t hash, const void *key, size_t klen, const struct kv_val *v);
+void kv_entry_free(struct kv_entry *e);
 size_t kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n);
 
 /* ---- resp.c ------------------------------------------------------------- */
