@@ -8,7 +8,6 @@
  * its reply under them (slices are retained by the reply), then unlocks.
  */
 #include <errno.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -72,6 +71,16 @@ uint64_t
 kv_arg_hash(const struct kv_ctx *x, int i)
 {
     return kv_hash(STORE(x), x->argv[i].p, x->argv[i].len);
+}
+
+/* The shards of the keys at argv[first], argv[first + step], ... */
+uint64_t
+kv_keys_mask(const struct kv_ctx *x, int first, int step)
+{
+    uint64_t mask = 0;
+    for (int i = first; i < x->argc; i += step)
+        mask |= 1ull << kv_shard_of(kv_arg_hash(x, i));
+    return mask;
 }
 
 /* Bulk reply of an argument (PING, ECHO): its bytes or its segments. */
@@ -195,9 +204,8 @@ cmd_config(struct kv_ctx *x)
         return kv_reply_error(x->out, "ERR wrong number of arguments for 'config|get' command");
     for (int i = 2; i < x->argc; i++) {
         for (size_t j = 0; j < sizeof(config_table) / sizeof(config_table[0]); j++) {
-            /* argv bytes are NUL-terminated in the scratch area (client.c). */
-            if (!hit[j] &&
-                fnmatch((const char *)x->argv[i].p, config_table[j].name, FNM_CASEFOLD) == 0) {
+            const char *name = config_table[j].name;
+            if (!hit[j] && kv_glob_match(x->argv[i].p, x->argv[i].len, name, strlen(name), true)) {
                 hit[j] = true;
                 n++;
             }
@@ -241,7 +249,7 @@ cmd_info(struct kv_ctx *x)
     nbuf_pool_stats(x->srv->pool, &st);
     kv_store_counts(STORE(x), &keys, &expires);
     n = snprintf(buf, sizeof(buf),
-                 "# Server\r\nredis_version:7.0.0\r\nnbuf_kv_version:0.1.0\r\n"
+                 "# Server\r\nredis_version:" KV_REDIS_VERSION "\r\nnbuf_kv_version:0.1.0\r\n"
                  "redis_mode:standalone\r\nprocess_id:%ld\r\ntcp_port:%u\r\n"
                  "io_threads_active:%d\r\n\r\n"
                  "# Clients\r\nconnected_clients:%u\r\n\r\n"
@@ -269,19 +277,42 @@ cmd_info(struct kv_ctx *x)
 /* ---- table and dispatch ---- */
 
 static const struct kv_command commands[] = {
-    {"get", 2, kv_cmd_get, 0, 0},           {"set", -3, kv_cmd_set, 2, 0},
-    {"ping", -1, cmd_ping, 1, 0},           {"echo", 2, cmd_echo, 1, 0},
-    {"del", -2, kv_cmd_del, 0, 0},          {"exists", -2, kv_cmd_exists, 0, 0},
-    {"incr", 2, kv_cmd_incr, 0, 0},         {"incrby", 3, kv_cmd_incrby, 0, 0},
-    {"decr", 2, kv_cmd_decr, 0, 0},         {"decrby", 3, kv_cmd_decrby, 0, 0},
-    {"append", 3, kv_cmd_append, 2, 0},     {"strlen", 2, kv_cmd_strlen, 0, 0},
-    {"mset", -3, kv_cmd_mset, 2, 2},        {"mget", -2, kv_cmd_mget, 0, 0},
-    {"getrange", 4, kv_cmd_getrange, 0, 0}, {"ttl", 2, kv_cmd_ttl, 0, 0},
-    {"pttl", 2, kv_cmd_pttl, 0, 0},         {"dbsize", 1, cmd_dbsize, 0, 0},
-    {"flushall", -1, cmd_flushall, 0, 0},   {"flushdb", -1, cmd_flushall, 0, 0},
-    {"select", 2, cmd_select, 0, 0},        {"quit", -1, cmd_quit, 0, 0},
-    {"command", -1, cmd_command, 0, 0},     {"config", -2, cmd_config, 0, 0},
+    {"get", 2, kv_cmd_get, 0, 0},
+    {"set", -3, kv_cmd_set, 2, 0},
+    {"ping", -1, cmd_ping, 1, 0},
+    {"echo", 2, cmd_echo, 1, 0},
+    {"del", -2, kv_cmd_del, 0, 0},
+    {"exists", -2, kv_cmd_exists, 0, 0},
+    {"incr", 2, kv_cmd_incr, 0, 0},
+    {"incrby", 3, kv_cmd_incrby, 0, 0},
+    {"decr", 2, kv_cmd_decr, 0, 0},
+    {"decrby", 3, kv_cmd_decrby, 0, 0},
+    {"append", 3, kv_cmd_append, 2, 0},
+    {"strlen", 2, kv_cmd_strlen, 0, 0},
+    {"mset", -3, kv_cmd_mset, 2, 2},
+    {"mget", -2, kv_cmd_mget, 0, 0},
+    {"getrange", 4, kv_cmd_getrange, 0, 0},
+    {"ttl", 2, kv_cmd_ttl, 0, 0},
+    {"pttl", 2, kv_cmd_pttl, 0, 0},
+    {"dbsize", 1, cmd_dbsize, 0, 0},
+    {"flushall", -1, cmd_flushall, 0, 0},
+    {"flushdb", -1, cmd_flushall, 0, 0},
+    {"select", 2, cmd_select, 0, 0},
+    {"quit", -1, cmd_quit, 0, 0},
+    {"command", -1, cmd_command, 0, 0},
+    {"config", -2, cmd_config, 0, 0},
     {"info", -1, cmd_info, 0, 0},
+    {"setnx", 3, kv_cmd_setnx, 2, 0},
+    {"getset", 3, kv_cmd_getset, 2, 0},
+    {"type", 2, kv_cmd_type, 0, 0},
+    {"keys", 2, kv_cmd_keys, 0, 0},
+    {"expire", -3, kv_cmd_expire, 0, 0},
+    {"pexpire", -3, kv_cmd_pexpire, 0, 0},
+    {"expireat", -3, kv_cmd_expireat, 0, 0},
+    {"pexpireat", -3, kv_cmd_pexpireat, 0, 0},
+    {"persist", 2, kv_cmd_persist, 0, 0},
+    {"expiretime", 2, kv_cmd_expiretime, 0, 0},
+    {"pexpiretime", 2, kv_cmd_pexpiretime, 0, 0},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -240,24 +240,43 @@ int kv_reply_not_int(struct kv_ctx *x);
 bool kv_arg_is(const struct kv_arg *a, const char *lit);
 bool kv_arg_ll(const struct kv_ctx *x, int i, long long *v);
 uint64_t kv_arg_hash(const struct kv_ctx *x, int i);
+uint64_t kv_keys_mask(const struct kv_ctx *x, int first, int step);
 
 /* ---- strings.c ---------------------------------------------------------- */
 
 int kv_cmd_get(struct kv_ctx *x);
 int kv_cmd_set(struct kv_ctx *x);
-int kv_cmd_del(struct kv_ctx *x);
-int kv_cmd_exists(struct kv_ctx *x);
+int kv_cmd_setnx(struct kv_ctx *x);
+int kv_cmd_getset(struct kv_ctx *x);
 int kv_cmd_mset(struct kv_ctx *x);
 int kv_cmd_mget(struct kv_ctx *x);
 int kv_cmd_strlen(struct kv_ctx *x);
-int kv_cmd_ttl(struct kv_ctx *x);
-int kv_cmd_pttl(struct kv_ctx *x);
 int kv_cmd_getrange(struct kv_ctx *x);
 int kv_cmd_incr(struct kv_ctx *x);
 int kv_cmd_decr(struct kv_ctx *x);
 int kv_cmd_incrby(struct kv_ctx *x);
 int kv_cmd_decrby(struct kv_ctx *x);
 int kv_cmd_append(struct kv_ctx *x);
+
+/* ---- keys.c ------------------------------------------------------------- */
+
+int kv_cmd_del(struct kv_ctx *x);
+int kv_cmd_exists(struct kv_ctx *x);
+int kv_cmd_type(struct kv_ctx *x);
+int kv_cmd_keys(struct kv_ctx *x);
+int kv_cmd_expire(struct kv_ctx *x);
+int kv_cmd_pexpire(struct kv_ctx *x);
+int kv_cmd_expireat(struct kv_ctx *x);
+int kv_cmd_pexpireat(struct kv_ctx *x);
+int kv_cmd_persist(struct kv_ctx *x);
+int kv_cmd_ttl(struct kv_ctx *x);
+int kv_cmd_pttl(struct kv_ctx *x);
+int kv_cmd_expiretime(struct kv_ctx *x);
+int kv_cmd_pexpiretime(struct kv_ctx *x);
+
+/* ---- glob.c ------------------------------------------------------------- */
+
+bool kv_glob_match(const void *pattern, size_t plen, const void *str, size_t slen, bool nocase);
 
 /* ---- client.c ----------------------------------------------------------- */
 
@@ -297,6 +316,23 @@ struct kv_server {
     uint64_t protocol_errors; /* counters, atomically updated */
     uint64_t commands;
 };
+
+/* Lock the shard of key argument @p i and look the key up (NULL: missing
+ * or expired); *hp gets its hash, for kv_key_unlock and other store calls. */
+static inline struct kv_entry *
+kv_key_lock_find(struct kv_ctx *x, int i, uint64_t *hp)
+{
+    uint64_t h = kv_arg_hash(x, i);
+    *hp = h;
+    kv_store_lock(x->srv->store, kv_shard_of(h));
+    return kv_store_find_locked(x->srv->store, h, x->argv[i].p, x->argv[i].len, x->now_ms);
+}
+
+static inline void
+kv_key_unlock(struct kv_ctx *x, uint64_t h)
+{
+    kv_store_unlock(x->srv->store, kv_shard_of(h));
+}
 
 int kv_server_start(struct kv_server *srv, const struct kv_config *cfg, struct nbuf_pool *pool);
 void kv_server_stop(struct kv_server *srv);

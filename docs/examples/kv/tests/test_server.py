@@ -3,7 +3,8 @@
 """nbuf-kv on an ephemeral loopback port, no other program needed: replies,
 pipelining, requests split at every byte, large values across many reads
 (copied and sliced policies, one and two threads), protocol errors, limits
-(bulk length, query buffer, clients), expiry (lazy and swept), QUIT, and a
+(bulk length, query buffer, clients), expiry (lazy and swept), the key
+commands (SETNX, GETSET, TYPE, KEYS globs, the EXPIRE family, PERSIST), QUIT, and a
 clean exit (nbuf_pool_free finds no live buffer) after SIGTERM."""
 
 import os
@@ -117,6 +118,155 @@ def basics(port, tag):
     c.close()
 
 
+def keyspace(c):
+    """INFO's db0 line: (keys, expires)."""
+    info = c.cmd("INFO")
+    line = next(x for x in info.split(b"\r\n") if x.startswith(b"db0:"))
+    f = dict(kv.split(b"=") for kv in line[4:].split(b","))
+    return int(f[b"keys"]), int(f[b"expires"])
+
+
+def key_commands(port, tag):
+    """SETNX, GETSET, TYPE, KEYS (Redis's glob), the EXPIRE family with its
+    options and errors, PERSIST, TTL/PTTL/EXPIRETIME, and the expires count."""
+    c = Conn(port)
+    t = f"[{tag}]"
+    c.cmd("FLUSHALL")
+    ck.eq(t + " setnx new", c.cmd("SETNX", "n", "1"), b":1\r\n")
+    ck.eq(t + " setnx old", c.cmd("SETNX", "n", "2"), b":0\r\n")
+    ck.eq(t + " setnx kept", c.cmd("GET", "n"), b"$1\r\n1\r\n")
+    ck.eq(t + " setnx arity", c.cmd("SETNX", "n"),
+          b"-ERR wrong number of arguments for 'setnx' command\r\n")
+    ck.eq(t + " getset missing", c.cmd("GETSET", "g", "a"), b"$-1\r\n")
+    c.cmd("EXPIRE", "g", "100")
+    ck.eq(t + " getset old", c.cmd("GETSET", "g", "b"), b"$1\r\na\r\n")
+    ck.eq(t + " getset drops ttl", c.cmd("TTL", "g"), b":-1\r\n")
+    big = rng.randbytes(200000)
+    ck.eq(t + " getset big", c.cmd("GETSET", "g", big), b"$1\r\nb\r\n")
+    ck.eq(t + " getset big back", c.cmd("GETSET", "g", "c"), b"$%d\r\n%s\r\n" % (len(big), big))
+    ck.eq(t + " type string", c.cmd("TYPE", "g"), b"+string\r\n")
+    ck.eq(t + " type none", c.cmd("TYPE", "nope"), b"+none\r\n")
+    ck.eq(t + " type arity", c.cmd("TYPE"),
+          b"-ERR wrong number of arguments for 'type' command\r\n")
+
+    c.cmd("FLUSHALL")
+    for k in ("hello", "hallo", "hxllo", "hllo", "heeeello", "h*llo", "", "a[b"):
+        c.cmd("SET", k, "v")
+
+    def keys(pat):
+        r = c.cmd("KEYS", pat)
+        n = int(r[1:r.index(b"\r\n")])
+        items, pos = [], r.index(b"\r\n") + 2
+        for _ in range(n):
+            e = r.index(b"\r\n", pos)
+            ln = int(r[pos + 1:e])
+            items.append(r[e + 2:e + 2 + ln])
+            pos = e + 4 + ln
+        return sorted(items)
+    ck.eq(t + " keys *", keys("*"),
+          sorted([b"hello", b"hallo", b"hxllo", b"hllo", b"heeeello", b"h*llo", b"", b"a[b"]))
+    ck.eq(t + " keys h?llo", keys("h?llo"), [b"h*llo", b"hallo", b"hello", b"hxllo"])
+    ck.eq(t + " keys h*llo", keys("h*llo"),
+          [b"h*llo", b"hallo", b"heeeello", b"hello", b"hllo", b"hxllo"])
+    ck.eq(t + " keys h[ae]llo", keys("h[ae]llo"), [b"hallo", b"hello"])
+    ck.eq(t + " keys h[^e]llo", keys("h[^e]llo"), [b"h*llo", b"hallo", b"hxllo"])
+    ck.eq(t + " keys h[a-b]llo", keys("h[a-b]llo"), [b"hallo"])
+    ck.eq(t + " keys h[z-a]llo", keys("h[z-w]llo"), [b"hxllo"])
+    ck.eq(t + " keys escaped star", keys("h\\*llo"), [b"h*llo"])
+    ck.eq(t + " keys escape in set", keys("a[\\[]b"), [b"a[b"])
+    ck.eq(t + " keys ** skips empty", keys("**"), sorted([b"hello", b"hallo", b"hxllo", b"hllo",
+                                                           b"heeeello", b"h*llo", b"a[b"]))
+    ck.eq(t + " keys none", keys("zz*"), [])
+    ck.eq(t + " keys case", keys("HELLO"), [])
+    ck.eq(t + " keys arity", c.cmd("KEYS"),
+          b"-ERR wrong number of arguments for 'keys' command\r\n")
+    # A pattern Redis 7.0.9 made linear (skipLongerMatches): answers at once.
+    t0 = time.monotonic()
+    ck.eq(t + " keys many stars", keys("*a" * 40 + "b"), [])
+    ck.true(t + " keys many stars fast", time.monotonic() - t0 < 2)
+
+    c.cmd("FLUSHALL")
+    c.cmd("SET", "a", "1")
+    ck.eq(t + " expire", c.cmd("EXPIRE", "a", "100"), b":1\r\n")
+    ck.eq(t + " ttl", c.cmd("TTL", "a"), b":100\r\n")
+    ck.eq(t + " expire nx", c.cmd("EXPIRE", "a", "100", "NX"), b":0\r\n")
+    ck.eq(t + " expire xx", c.cmd("EXPIRE", "a", "200", "xx"), b":1\r\n")
+    ck.eq(t + " expire gt no", c.cmd("EXPIRE", "a", "50", "GT"), b":0\r\n")
+    ck.eq(t + " expire lt", c.cmd("EXPIRE", "a", "50", "LT"), b":1\r\n")
+    ck.eq(t + " ttl 50", c.cmd("TTL", "a"), b":50\r\n")
+    pttl = int(c.cmd("PTTL", "a")[1:-2])
+    ck.true(t + " pttl", 49000 < pttl <= 50000, str(pttl))
+    ck.eq(t + " expire nx xx", c.cmd("EXPIRE", "a", "5", "NX", "XX"),
+          b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n")
+    ck.eq(t + " expire gt lt", c.cmd("EXPIRE", "a", "5", "GT", "LT"),
+          b"-ERR GT and LT options at the same time are not compatible\r\n")
+    ck.eq(t + " expire bad option", c.cmd("EXPIRE", "a", "x", "FOO"),
+          b"-ERR Unsupported option FOO\r\n")
+    ck.eq(t + " expire not int", c.cmd("EXPIRE", "a", "x"),
+          b"-ERR value is not an integer or out of range\r\n")
+    ck.eq(t + " expire overflow", c.cmd("EXPIRE", "a", "9223372036854775"),
+          b"-ERR invalid expire time in 'expire' command\r\n")
+    ck.eq(t + " pexpire overflow", c.cmd("PEXPIRE", "a", "9223372036854775807"),
+          b"-ERR invalid expire time in 'pexpire' command\r\n")
+    ck.eq(t + " expireat overflow", c.cmd("EXPIREAT", "a", "9223372036854775807"),
+          b"-ERR invalid expire time in 'expireat' command\r\n")
+    ck.eq(t + " expire arity", c.cmd("EXPIRE", "a"),
+          b"-ERR wrong number of arguments for 'expire' command\r\n")
+    ck.eq(t + " expire missing", c.cmd("EXPIRE", "nope", "10"), b":0\r\n")
+    ck.eq(t + " persist", c.cmd("PERSIST", "a"), b":1\r\n")
+    ck.eq(t + " persist again", c.cmd("PERSIST", "a"), b":0\r\n")
+    ck.eq(t + " persist missing", c.cmd("PERSIST", "nope"), b":0\r\n")
+    ck.eq(t + " ttl persistent", c.cmd("TTL", "a"), b":-1\r\n")
+    ck.eq(t + " ttl missing", c.cmd("PTTL", "nope"), b":-2\r\n")
+    ck.eq(t + " expire gt on persistent", c.cmd("EXPIRE", "a", "100", "GT"), b":0\r\n")
+    ck.eq(t + " expire lt on persistent", c.cmd("EXPIRE", "a", "100", "LT"), b":1\r\n")
+    ck.eq(t + " pexpireat", c.cmd("PEXPIREAT", "a", "4102444800600"), b":1\r\n")
+    ck.eq(t + " pexpiretime", c.cmd("PEXPIRETIME", "a"), b":4102444800600\r\n")
+    ck.eq(t + " expiretime rounds", c.cmd("EXPIRETIME", "a"), b":4102444801\r\n")
+    ck.eq(t + " expiretime none", c.cmd("EXPIRETIME", "nope"), b":-2\r\n")
+    ck.eq(t + " expire 0 deletes", c.cmd("EXPIRE", "a", "0"), b":1\r\n")
+    ck.eq(t + " expire 0 deleted", c.cmd("EXISTS", "a"), b":0\r\n")
+    c.cmd("SET", "b", "1")
+    ck.eq(t + " expireat past deletes", c.cmd("EXPIREAT", "b", "1"), b":1\r\n")
+    ck.eq(t + " expireat past deleted", c.cmd("GET", "b"), b"$-1\r\n")
+    c.cmd("SET", "b", "1")
+    ck.eq(t + " negative xx refused", c.cmd("PEXPIRE", "b", "-1", "XX"), b":0\r\n")
+    ck.eq(t + " negative xx kept", c.cmd("EXISTS", "b"), b":1\r\n")
+
+    # Expiry counts: INFO's expires follows EXPIRE, PERSIST, SET and deletes.
+    c.cmd("FLUSHALL")
+    for i in range(10):
+        c.cmd("SET", f"x{i}", "v")
+    for i in range(6):
+        c.cmd("EXPIRE", f"x{i}", "1000")
+    c.cmd("PERSIST", "x0")
+    c.cmd("SET", "x1", "w")          # SET drops the TTL
+    c.cmd("SET", "x2", "w", "KEEPTTL")
+    c.cmd("DEL", "x3")
+    c.cmd("EXPIRE", "x4", "-1")      # deleted
+    ck.eq(t + " keyspace counts", keyspace(c), (8, 2))
+
+    # Short TTLs through EXPIRE/PEXPIRE: lazily on access and by the sweep.
+    c.cmd("SET", "s", "v")
+    ck.eq(t + " pexpire short", c.cmd("PEXPIRE", "s", "100"), b":1\r\n")
+    time.sleep(0.25)
+    ck.eq(t + " pexpired", c.cmd("GET", "s"), b"$-1\r\n")
+    ck.eq(t + " pexpired ttl", c.cmd("TTL", "s"), b":-2\r\n")
+    c.cmd("FLUSHALL")
+    c.send(b"".join(encode("SET", f"e{i}", "v" * 300) for i in range(300)))
+    c.send(b"".join(encode("PEXPIRE", f"e{i}", "60") for i in range(300)))
+    for _ in range(600):
+        c.read_reply()
+    ck.eq(t + " expiring counted", keyspace(c), (300, 300))
+    c.cmd("PERSIST", "e7")
+    deadline = time.monotonic() + 5
+    while keyspace(c) != (1, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ck.eq(t + " swept after expire", keyspace(c), (1, 0))
+    ck.eq(t + " persisted survives", c.cmd("GET", "e7"), b"$300\r\n" + b"v" * 300 + b"\r\n")
+    c.close()
+
+
 def protocol_errors(port):
     bystander = Conn(port)
     bystander.cmd("SET", "keep", "me")
@@ -203,6 +353,7 @@ def main():
         log(f"server {' '.join(args) or '(defaults)'} on port {s.port}")
         try:
             basics(s.port, " ".join(args) or "defaults")
+            key_commands(s.port, " ".join(args) or "defaults")
             protocol_errors(s.port)
         except (OSError, EOFError, AssertionError) as e:
             traceback.print_exc()
