@@ -220,15 +220,37 @@ struct kv_arg {
 
 struct kv_server;
 struct kv_command;
+struct kv_queued; /* one command queued by MULTI (multi.c) */
+
+/*
+ * What a connection keeps between its commands. Synchronization: its worker
+ * thread, except dirty_cas, which a change to a watched key sets from any
+ * thread under that key's shard lock (atomically; EXEC reads it under every
+ * shard lock).
+ */
+struct kv_session {
+    uint64_t id;     /* CLIENT ID: unique for the server's life, from 1 */
+    char *name;      /* CLIENT SETNAME, NUL-terminated; NULL = none */
+    bool multi;      /* between MULTI and EXEC or DISCARD */
+    bool dirty_exec; /* a command was refused while queueing: EXEC aborts */
+    bool dirty_cas;  /* a WATCHed key changed: EXEC answers a null array */
+    struct kv_queued *queue;
+    size_t nqueued, queue_cap;
+    size_t queued_bytes;      /* argument bytes held by the queue */
+    struct kv_watch *watches; /* the keys this connection WATCHes */
+};
 
 struct kv_ctx {
     struct kv_server *srv;
+    struct kv_session *sess;
     struct nbuf_composite *out;
     int argc;
     struct kv_arg *argv;
     int64_t now_ms;
     bool close_after; /* QUIT */
 };
+
+typedef int (*kv_cmd_fn)(struct kv_ctx *x);
 
 const struct kv_command *kv_command_lookup(const void *name, size_t len);
 bool kv_command_is_value(const struct kv_command *cmd, int argc, int i);
@@ -241,6 +263,8 @@ bool kv_arg_is(const struct kv_arg *a, const char *lit);
 bool kv_arg_ll(const struct kv_ctx *x, int i, long long *v);
 uint64_t kv_arg_hash(const struct kv_ctx *x, int i);
 uint64_t kv_keys_mask(const struct kv_ctx *x, int first, int step);
+void kv_args_release(struct kv_arg *argv, size_t argc);
+int kv_reply_help(struct kv_ctx *x, const char *const *lines);
 
 /* ---- strings.c ---------------------------------------------------------- */
 
@@ -277,6 +301,29 @@ int kv_cmd_pexpiretime(struct kv_ctx *x);
 /* ---- glob.c ------------------------------------------------------------- */
 
 bool kv_glob_match(const void *pattern, size_t plen, const void *str, size_t slen, bool nocase);
+
+/* ---- multi.c ------------------------------------------------------------ */
+
+int kv_multi_queue(struct kv_ctx *x, kv_cmd_fn fn);
+int kv_multi_abort(struct kv_ctx *x, const char *why);
+void kv_multi_discard(struct kv_ctx *x);
+void kv_multi_fini(struct kv_session *s, struct kv_store *store);
+int kv_cmd_multi(struct kv_ctx *x);
+int kv_cmd_exec(struct kv_ctx *x);
+int kv_cmd_discard(struct kv_ctx *x);
+int kv_cmd_watch(struct kv_ctx *x);
+int kv_cmd_unwatch(struct kv_ctx *x);
+
+/* ---- session.c ---------------------------------------------------------- */
+
+void kv_session_init(struct kv_session *s, struct kv_server *srv);
+void kv_session_fini(struct kv_session *s, struct kv_server *srv);
+int kv_cmd_client_id(struct kv_ctx *x);
+int kv_cmd_client_getname(struct kv_ctx *x);
+int kv_cmd_client_setname(struct kv_ctx *x);
+int kv_cmd_client_help(struct kv_ctx *x);
+int kv_cmd_hello(struct kv_ctx *x);
+int kv_cmd_auth(struct kv_ctx *x);
 
 /* ---- client.c ----------------------------------------------------------- */
 
@@ -315,6 +362,7 @@ struct kv_server {
     unsigned port;            /* bound port */
     uint64_t protocol_errors; /* counters, atomically updated */
     uint64_t commands;
+    uint64_t next_client_id; /* atomically updated */
 };
 
 /* Lock the shard of key argument @p i and look the key up (NULL: missing

@@ -161,8 +161,11 @@ kv_store_unlock_mask(struct kv_store *s, uint64_t mask)
 void
 kv_store_lock_all(struct kv_store *s)
 {
-    if (s->locked && all_held++ == 0)
+    if (!s->locked)
+        return;
+    if (all_held == 0) /* before the count: lock_mask does nothing while held */
         kv_store_lock_mask(s, ~0ull);
+    all_held++;
 }
 
 void
