@@ -390,6 +390,8 @@ static const struct kv_command commands[] = {
     {"set", -3, kv_cmd_set, 2, 0, 0, NULL},
     {"setnx", 3, kv_cmd_setnx, 2, 0, 0, NULL},
     {"getset", 3, kv_cmd_getset, 2, 0, 0, NULL},
+    {"setex", 4, kv_cmd_setex, 3, 0, 0, NULL},
+    {"psetex", 4, kv_cmd_psetex, 3, 0, 0, NULL},
     {"mset", -3, kv_cmd_mset, 2, 2, 0, NULL},
     {"mget", -2, kv_cmd_mget, 0, 0, 0, NULL},
     {"append", 3, kv_cmd_append, 2, 0, 0, NULL},

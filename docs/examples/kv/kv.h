@@ -271,6 +271,8 @@ int kv_reply_help(struct kv_ctx *x, const char *const *lines);
 int kv_cmd_get(struct kv_ctx *x);
 int kv_cmd_set(struct kv_ctx *x);
 int kv_cmd_setnx(struct kv_ctx *x);
+int kv_cmd_setex(struct kv_ctx *x);
+int kv_cmd_psetex(struct kv_ctx *x);
 int kv_cmd_getset(struct kv_ctx *x);
 int kv_cmd_mset(struct kv_ctx *x);
 int kv_cmd_mget(struct kv_ctx *x);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The string commands: GET, SET, SETNX, GETSET, MSET, MGET, STRLEN,
- * GETRANGE, INCR/DECR[BY], APPEND. Replies and errors follow Redis 7.0's
- * t_string.c byte for byte. Values move between request, store and reply as
+ * The string commands: GET, SET, SETNX, SETEX, PSETEX, GETSET, MSET, MGET,
+ * STRLEN, GETRANGE, INCR/DECR[BY], APPEND. Replies and errors follow Redis
+ * 7.0's t_string.c byte for byte. Values move between request, store and reply as
  * buffer references wherever they are large (see client.c for the copy rule).
  */
 #include <errno.h>
@@ -133,11 +133,11 @@ kv_cmd_get(struct kv_ctx *x)
 #define SET_PXAT (1u << 7)
 #define SET_ANY_TTL (SET_EX | SET_PX | SET_EXAT | SET_PXAT)
 
-/* The write after SET's options (SET_* flags, an absolute @p expire or 0):
- * the old value first for GET, nothing when NX or XX says no. @p setnx
- * answers :1 / :0 instead of +OK / nil. */
+/* The write after SET's options, of value argument @p vi (SET_* flags, an
+ * absolute @p expire or 0): the old value first for GET, nothing when NX or
+ * XX says no. @p setnx answers :1 / :0 instead of +OK / nil. */
 static int
-set_generic(struct kv_ctx *x, unsigned flags, int64_t expire, bool setnx)
+set_generic(struct kv_ctx *x, int vi, unsigned flags, int64_t expire, bool setnx)
 {
     uint64_t h = kv_arg_hash(x, 1);
     unsigned sh = kv_shard_of(h);
@@ -155,12 +155,41 @@ set_generic(struct kv_ctx *x, unsigned flags, int64_t expire, bool setnx)
         goto out_unlock;
     }
     if (!r)
-        r = put_arg(x, h, 1, &x->argv[2], expire, flags & SET_KEEPTTL);
+        r = put_arg(x, h, 1, &x->argv[vi], expire, flags & SET_KEEPTTL);
     if (!r && !(flags & SET_GET))
         r = setnx ? kv_reply_int(x->out, 1) : kv_reply_ok(x->out);
 out_unlock:
     kv_store_unlock(STORE(x), sh);
     return r;
+}
+
+/* Redis's getExpireMillisecondsOrReply: argument @p i (> 0, in seconds if
+ * @p secs, from now if @p relative) as an absolute time in ms in *out, or
+ * an error replied (*replied set; @return the reply's result). */
+static int
+expire_arg(struct kv_ctx *x, int i, bool secs, bool relative, const char *name, int64_t *out,
+           bool *replied)
+{
+    long long ms;
+
+    *replied = true;
+    if (!kv_arg_ll(x, i, &ms))
+        return kv_reply_not_int(x);
+    if (ms <= 0 || (secs && ms > LLONG_MAX / 1000))
+        goto out_bad;
+    if (secs)
+        ms *= 1000;
+    if (relative) {
+        if (ms > LLONG_MAX - now_ms(x))
+            goto out_bad;
+        ms += now_ms(x);
+    }
+    *replied = false;
+    *out = ms;
+    return 0;
+
+out_bad:
+    return kv_reply_error(x->out, "ERR invalid expire time in '%s' command", name);
 }
 
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL], parsed as
@@ -205,40 +234,52 @@ kv_cmd_set(struct kv_ctx *x)
         }
     }
     if (exp_i >= 0) {
-        long long ms;
-        bool secs = flags & (SET_EX | SET_EXAT);
-        if (!kv_arg_ll(x, exp_i, &ms))
-            return kv_reply_not_int(x);
-        if (ms <= 0 || (secs && ms > LLONG_MAX / 1000))
-            goto out_bad_expire;
-        if (secs)
-            ms *= 1000;
-        if (flags & (SET_EX | SET_PX)) {
-            if (ms > LLONG_MAX - now_ms(x))
-                goto out_bad_expire;
-            ms += now_ms(x);
-        }
-        expire = ms;
+        bool replied;
+        int r = expire_arg(x, exp_i, flags & (SET_EX | SET_EXAT), flags & (SET_EX | SET_PX), "set",
+                           &expire, &replied);
+        if (replied)
+            return r;
     }
+    return set_generic(x, 2, flags, expire, false);
+}
 
-    return set_generic(x, flags, expire, false);
+/* SETEX key seconds value, PSETEX key milliseconds value. */
+static int
+setex_generic(struct kv_ctx *x, bool secs, const char *name)
+{
+    int64_t expire;
+    bool replied;
+    int r = expire_arg(x, 2, secs, true, name, &expire, &replied);
 
-out_bad_expire:
-    return kv_reply_error(x->out, "ERR invalid expire time in 'set' command");
+    if (replied)
+        return r;
+    return set_generic(x, 3, secs ? SET_EX : SET_PX, expire, false);
+}
+
+int
+kv_cmd_setex(struct kv_ctx *x)
+{
+    return setex_generic(x, true, "setex");
+}
+
+int
+kv_cmd_psetex(struct kv_ctx *x)
+{
+    return setex_generic(x, false, "psetex");
 }
 
 /* SETNX key value: SET NX answering 1 (set) or 0. */
 int
 kv_cmd_setnx(struct kv_ctx *x)
 {
-    return set_generic(x, SET_NX, 0, true);
+    return set_generic(x, 2, SET_NX, 0, true);
 }
 
 /* GETSET key value: SET GET (the TTL goes, as with SET). */
 int
 kv_cmd_getset(struct kv_ctx *x)
 {
-    return set_generic(x, SET_GET, 0, false);
+    return set_generic(x, 2, SET_GET, 0, false);
 }
 
 int

@@ -4,7 +4,7 @@
 pipelining, requests split at every byte, large values across many reads
 (copied and sliced policies, one and two threads), protocol errors, limits
 (bulk length, query buffer, clients), expiry (lazy and swept), the key
-commands (SETNX, GETSET, TYPE, KEYS globs, the EXPIRE family, PERSIST),
+commands (SETNX, SETEX, GETSET, TYPE, KEYS globs, the EXPIRE family, PERSIST),
 transactions (MULTI/EXEC/DISCARD, WATCH, EXEC's atomicity with threads),
 CLIENT, HELLO and AUTH, QUIT, and a clean exit (nbuf_pool_free finds no live
 buffer) after SIGTERM."""
@@ -146,6 +146,19 @@ def key_commands(port, tag):
     big = rng.randbytes(200000)
     ck.eq(t + " getset big", c.cmd("GETSET", "g", big), b"$1\r\nb\r\n")
     ck.eq(t + " getset big back", c.cmd("GETSET", "g", "c"), b"$%d\r\n%s\r\n" % (len(big), big))
+    ck.eq(t + " setex", c.cmd("SETEX", "x", "100", big), b"+OK\r\n")
+    ck.eq(t + " setex value", c.cmd("GET", "x"), b"$%d\r\n%s\r\n" % (len(big), big))
+    ck.eq(t + " setex ttl", c.cmd("TTL", "x"), b":100\r\n")
+    ck.eq(t + " psetex", c.cmd("PSETEX", "x", "100000", "v"), b"+OK\r\n")
+    ck.true(t + " psetex pttl", 99000 < int(c.cmd("PTTL", "x")[1:-2]) <= 100000)
+    ck.eq(t + " setex 0", c.cmd("SETEX", "x", "0", "v"),
+          b"-ERR invalid expire time in 'setex' command\r\n")
+    ck.eq(t + " psetex overflow", c.cmd("PSETEX", "x", "9223372036854775807", "v"),
+          b"-ERR invalid expire time in 'psetex' command\r\n")
+    ck.eq(t + " setex not int", c.cmd("SETEX", "x", "1.5", "v"),
+          b"-ERR value is not an integer or out of range\r\n")
+    ck.eq(t + " setex arity", c.cmd("SETEX", "x", "1"),
+          b"-ERR wrong number of arguments for 'setex' command\r\n")
     ck.eq(t + " type string", c.cmd("TYPE", "g"), b"+string\r\n")
     ck.eq(t + " type none", c.cmd("TYPE", "nope"), b"+none\r\n")
     ck.eq(t + " type arity", c.cmd("TYPE"),
