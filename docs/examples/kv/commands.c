@@ -514,17 +514,17 @@ refuse(struct kv_ctx *x, const struct kv_command *cmd, const char *fmt, ...)
     return kv_reply_error(x->out, "ERR %s", msg);
 }
 
-static bool
+static inline bool
 arity_ok(int arity, int argc)
 {
     return arity > 0 ? argc == arity : argc >= -arity;
 }
 
-/* Check arity and subcommand, then run the command, or queue it inside
- * MULTI. The argument bytes are NUL-terminated (client.c), so the %s below
- * stop at a NUL as Redis's do. */
-int
-kv_command_run(const struct kv_command *cmd, struct kv_ctx *x)
+/* The checks of kv_command_run for a command with subcommands, or a wrong
+ * arity, or inside MULTI. The argument bytes are NUL-terminated (client.c),
+ * so the %s below stop at a NUL as Redis's do. */
+static __attribute__((noinline)) int
+command_run_slow(const struct kv_command *cmd, struct kv_ctx *x)
 {
     kv_cmd_fn fn = cmd->fn;
 
@@ -549,9 +549,20 @@ kv_command_run(const struct kv_command *cmd, struct kv_ctx *x)
                           sub->name);
         fn = sub->fn;
     }
-    if (__builtin_expect(x->sess->multi, 0) && !(cmd->flags & CMD_NOQUEUE))
+    if (x->sess->multi && !(cmd->flags & CMD_NOQUEUE))
         return kv_multi_queue(x, fn);
     return fn(x);
+}
+
+/* Check arity and subcommand, then run the command, or queue it inside
+ * MULTI. The usual case (right arity, no subcommand, no MULTI) is one
+ * predictable branch before the call. */
+int
+kv_command_run(const struct kv_command *cmd, struct kv_ctx *x)
+{
+    if (__builtin_expect(!arity_ok(cmd->arity, x->argc) || cmd->subs || x->sess->multi, 0))
+        return command_run_slow(cmd, x);
+    return cmd->fn(x);
 }
 
 /* Redis's message: the name and the first 128 bytes of arguments, each

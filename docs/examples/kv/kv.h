@@ -3,11 +3,12 @@
  * nbuf-kv: a RESP2 (Redis protocol) key-value server built on nbuf.
  *
  * Shared types and prototypes, by file: config (main.c), the store
- * (store.c; its entries: entry.c), the request parser (resp.c), replies (reply.c), commands
- * (commands.c: table, dispatch, server commands; strings.c: the string
- * commands; keys.c: key and expiry commands; glob.c: KEYS patterns;
- * multi.c: transactions and WATCH; session.c: CLIENT, HELLO, AUTH),
- * connections (client.c) and the event loops (server.c).
+ * (store.c; WATCH: watch.c; the layout they share: store_int.h), the
+ * request parser (resp.c), replies (reply.c), commands (commands.c: table,
+ * dispatch, server commands; strings.c: the string commands; keys.c: key
+ * and expiry commands; glob.c: KEYS patterns; multi.c: transactions;
+ * session.c: CLIENT, HELLO, AUTH), connections (client.c) and the event
+ * loops (server.c).
  */
 #ifndef NBUF_KV_H
 #define NBUF_KV_H
@@ -91,7 +92,6 @@ typedef int (*kv_entry_fn)(struct kv_entry *e, void *arg);
 struct kv_store *kv_store_new(bool locked);
 void kv_store_free(struct kv_store *s);
 uint64_t kv_hash(const struct kv_store *s, const void *key, size_t klen);
-unsigned kv_shard_of(uint64_t hash);
 void kv_store_lock(struct kv_store *s, unsigned shard);
 void kv_store_unlock(struct kv_store *s, unsigned shard);
 void kv_store_lock_mask(struct kv_store *s, uint64_t mask);
@@ -116,6 +116,13 @@ uint64_t kv_store_size(struct kv_store *s);
 void kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires);
 void kv_store_flush(struct kv_store *s);
 size_t kv_store_sweep(struct kv_store *s, unsigned shard, int64_t now_ms, unsigned budget);
+
+/* The shard of a key: the top bits of its hash (the bucket uses the low ones). */
+static inline unsigned
+kv_shard_of(uint64_t hash)
+{
+    return (unsigned)(hash >> 58) & (KV_SHARDS - 1);
+}
 
 static inline const unsigned char *
 kv_entry_inline(const struct kv_entry *e)
@@ -143,10 +150,6 @@ kv_entry_expired(const struct kv_entry *e, int64_t now_ms)
     return e->expire_ms != 0 && now_ms > e->expire_ms;
 }
 
-/* ---- entry.c ------------------------------------------------------------ */
-
-struct kv_entry *kv_entry_new(uint32_t hash, const void *key, size_t klen, const struct kv_val *v);
-void kv_entry_free(struct kv_entry *e);
 size_t kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n);
 
 /* ---- resp.c ------------------------------------------------------------- */

@@ -2,13 +2,12 @@
 /*
  * The keyspace: 64 shards, each a chained hash table with its own lock (taken
  * only when the server runs several threads) and simple doubling/halving
- * resize. An entry (entry.c) holds its key and either its value inline
+ * resize. An entry holds its key and either its value inline
  * (small values) or references to nbuf buffers whose readable bytes are the
  * value. Expiry is lazy on lookup plus a bounded periodic sweep
- * (kv_store_sweep). Each shard also lists the keys connections WATCH: every
- * change to a key (put, delete, expiry, a new TTL, a flush) marks its
- * watchers dirty, at the cost of one branch per change while no key of the
- * shard is watched.
+ * (kv_store_sweep). Every change to a key (put, delete, expiry, a new TTL,
+ * a flush) tells the WATCH registry (watch.c), at the cost of one branch
+ * while no key of the shard is watched.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -16,49 +15,9 @@
 #include <sys/random.h>
 
 #include "kv.h"
+#include "store_int.h"
 
 #define KV_MIN_BUCKETS 16u
-
-/*
- * One watched key. Invariants: it is on the list of shard `shard` (next,
- * pprev) and on its connection's list (sess_next) until
- * kv_store_unwatch_all; dirty points into that connection's session, which
- * outlives the record. Synchronization: the shard's lock for next, pprev
- * and *dirty; the owning connection's thread for sess_next.
- */
-struct kv_watch {
-    struct kv_watch *next, **pprev; /* the shard's list */
-    struct kv_watch *sess_next;     /* the connection's list */
-    bool *dirty;                    /* set (atomically) when the key changes */
-    uint32_t hash;                  /* low 32 bits, as in kv_entry */
-    unsigned shard;
-    uint32_t klen;
-    unsigned char key[];
-};
-
-/*
- * One shard. Invariants: nbuckets = mask + 1 is a power of two >= 16; every
- * entry sits in bucket (hash & mask); count is the number of entries and
- * nexpires those with expire_ms != 0; watches lists the kv_watch records of
- * this shard's keys. Synchronization: lock (if the store is locked), else
- * the single event-loop thread. The fields a lookup reads come first, in the
- * first cache line with the lock's own word.
- */
-struct kv_shard {
-    struct kv_entry **buckets;
-    uint32_t mask;
-    uint32_t sweep_cursor;
-    uint64_t count;
-    uint64_t nexpires;
-    struct kv_watch *watches;
-    pthread_mutex_t lock;
-} __attribute__((aligned(64)));
-
-struct kv_store {
-    struct kv_shard shards[KV_SHARDS];
-    uint64_t seed;
-    bool locked;
-};
 
 /* kv_store_lock_all's depth on this thread: while it is held, the single
  * and mask locks are no-ops for this thread (EXEC runs commands under it). */
@@ -110,12 +69,6 @@ kv_hash(const struct kv_store *s, const void *key, size_t klen)
         a = b = 0;
     }
     return mix(a ^ 0x8ebc6af09c88c6e3ull, b ^ h ^ 0x589965cc75374cc3ull);
-}
-
-unsigned
-kv_shard_of(uint64_t hash)
-{
-    return (unsigned)(hash >> 58) & (KV_SHARDS - 1);
 }
 
 /* ---- locking ---- */
@@ -175,29 +128,83 @@ kv_store_unlock_all(struct kv_store *s)
         kv_store_unlock_mask(s, ~0ull);
 }
 
-/* ---- watched keys ---- */
+/* ---- entries ---- */
 
 static void
-touch_slow_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen)
+entry_free(struct kv_entry *e)
 {
-    for (struct kv_watch *w = sh->watches; w; w = w->next)
-        if (w->hash == h32 && w->klen == klen && memcmp(w->key, key, klen) == 0)
-            __atomic_store_n(w->dirty, true, __ATOMIC_RELAXED);
+    uint32_t n = kv_entry_nseg(e);
+    struct nbuf **segs = kv_entry_segs(e);
+    for (uint32_t i = 0; i < n; i++)
+        nbuf_release(segs[i]);
+    free(e);
 }
 
-/* A key changed: its watchers' transactions will fail. One branch when the
- * shard has no watched key. */
-static inline void
-touch_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen)
+/* A new entry; takes v's segment references (on success only). */
+static struct kv_entry *
+entry_new(uint32_t hash, const void *key, size_t klen, const struct kv_val *v)
 {
-    if (__builtin_expect(sh->watches != NULL, 0))
-        touch_slow_locked(sh, h32, key, klen);
+    size_t size = sizeof(struct kv_entry);
+    struct kv_entry *e;
+
+    if (klen > UINT32_MAX || v->len > UINT32_MAX || v->nseg > KV_NSEG_MASK) {
+        errno = E2BIG;
+        return NULL;
+    }
+    if (v->nseg == 0)
+        size += klen + v->len;
+    else
+        size += ((klen + 7) & ~(size_t)7) + (size_t)v->nseg * sizeof(struct nbuf *);
+    e = malloc(size);
+    if (!e)
+        return NULL;
+    e->next = NULL;
+    e->expire_ms = 0;
+    e->hash = hash;
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)v->len;
+    e->nseg = v->nseg;
+    memcpy(e->data, key, klen);
+    if (v->nseg == 0) {
+        if (v->len)
+            memcpy(e->data + klen, v->p, v->len);
+    } else {
+        /* The references move into the entry here. */
+        memcpy(kv_entry_segs(e), v->segs, v->nseg * sizeof(struct nbuf *));
+        if (v->tail_owned)
+            e->nseg |= KV_TAIL_OWNED;
+    }
+    return e;
 }
 
-void
-kv_store_touch_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen)
+size_t
+kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n)
 {
-    touch_locked(&s->shards[kv_shard_of(hash)], (uint32_t)hash, key, klen);
+    uint32_t nseg = kv_entry_nseg(e);
+    unsigned char *d = dst;
+    size_t done = 0;
+
+    if (off >= e->vlen)
+        return 0;
+    if (n > e->vlen - off)
+        n = e->vlen - off;
+    if (nseg == 0) {
+        memcpy(d, kv_entry_inline(e) + off, n);
+        return n;
+    }
+    struct nbuf **segs = kv_entry_segs(e);
+    for (uint32_t i = 0; i < nseg && done < n; i++) {
+        size_t len = nbuf_readable(segs[i]);
+        if (off >= len) {
+            off -= len;
+            continue;
+        }
+        size_t take = len - off < n - done ? len - off : n - done;
+        memcpy(d + done, nbuf_data(segs[i]) + off, take);
+        done += take;
+        off = 0;
+    }
+    return done;
 }
 
 /* ---- tables ---- */
@@ -244,13 +251,13 @@ unlink_free_locked(struct kv_shard *sh, struct kv_entry **link, struct kv_entry 
     sh->count--;
     if (e->expire_ms)
         sh->nexpires--;
-    touch_locked(sh, e->hash, e->data, e->klen);
-    kv_entry_free(e);
+    kv_watch_touch_locked(sh, e->hash, e->data, e->klen);
+    entry_free(e);
 }
 
 /* The link that points at the live entry for key, or at the chain's NULL
  * end; expired entries met on the way are removed. */
-static struct kv_entry **
+static inline __attribute__((always_inline)) struct kv_entry **
 find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen, int64_t now_ms)
 {
     struct kv_entry **link = &sh->buckets[h32 & sh->mask];
@@ -269,6 +276,14 @@ find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen
     return link;
 }
 
+/* For watch.c: what find_link_locked finds (expired entries deleted). */
+struct kv_entry *
+kv_shard_find_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen,
+                     int64_t now_ms)
+{
+    return *find_link_locked(sh, h32, key, klen, now_ms);
+}
+
 struct kv_entry *
 kv_store_find_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                      int64_t now_ms)
@@ -284,7 +299,7 @@ kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
     struct kv_shard *sh = &s->shards[kv_shard_of(hash)];
     struct kv_entry **link = find_link_locked(sh, (uint32_t)hash, key, klen, now_ms);
     struct kv_entry *old = *link;
-    struct kv_entry *e = kv_entry_new((uint32_t)hash, key, klen, v);
+    struct kv_entry *e = entry_new((uint32_t)hash, key, klen, v);
 
     if (!e)
         return -errno;
@@ -293,13 +308,13 @@ kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
         e->expire_ms = old->expire_ms;
     if (e->expire_ms)
         sh->nexpires++;
-    touch_locked(sh, (uint32_t)hash, key, klen);
+    kv_watch_touch_locked(sh, (uint32_t)hash, key, klen);
     if (old) {
         e->next = old->next;
         *link = e;
         if (old->expire_ms)
             sh->nexpires--;
-        kv_entry_free(old);
+        entry_free(old);
         return 0;
     }
     *link = e;
@@ -334,7 +349,7 @@ kv_store_expire_locked(struct kv_store *s, uint64_t hash, struct kv_entry *e, in
     else if (!e->expire_ms && expire_ms)
         sh->nexpires++;
     e->expire_ms = expire_ms;
-    touch_locked(sh, e->hash, e->data, e->klen);
+    kv_watch_touch_locked(sh, e->hash, e->data, e->klen);
 }
 
 /* Call @p fn on every live entry (all shards locked by the caller, with
@@ -353,70 +368,6 @@ kv_store_each_locked(struct kv_store *s, int64_t now_ms, kv_entry_fn fn, void *a
         }
     }
     return 0;
-}
-
-/*
- * WATCH: add @p key to the connection's @p list (once) and to its shard's,
- * so that a change to it sets *dirty. A key already expired is deleted
- * first: it is watched as missing, as Redis treats an expired key.
- */
-int
-kv_store_watch(struct kv_store *s, uint64_t hash, const void *key, size_t klen, int64_t now_ms,
-               struct kv_watch **list, bool *dirty)
-{
-    unsigned shard = kv_shard_of(hash);
-    struct kv_shard *sh = &s->shards[shard];
-    struct kv_watch *w;
-
-    for (w = *list; w; w = w->sess_next)
-        if (w->shard == shard && w->hash == (uint32_t)hash && w->klen == klen &&
-            memcmp(w->key, key, klen) == 0)
-            return 0;
-    if (klen > UINT32_MAX)
-        return -E2BIG;
-    if (!(w = malloc(sizeof(*w) + klen)))
-        return -ENOMEM;
-    w->dirty = dirty;
-    w->hash = (uint32_t)hash;
-    w->shard = shard;
-    w->klen = (uint32_t)klen;
-    memcpy(w->key, key, klen);
-    kv_store_lock(s, shard);
-    find_link_locked(sh, (uint32_t)hash, key, klen, now_ms);
-    w->next = sh->watches;
-    if (w->next)
-        w->next->pprev = &w->next;
-    w->pprev = &sh->watches;
-    sh->watches = w;
-    kv_store_unlock(s, shard);
-    w->sess_next = *list;
-    *list = w;
-    return 0;
-}
-
-void
-kv_store_unwatch_all(struct kv_store *s, struct kv_watch **list)
-{
-    struct kv_watch *w;
-
-    while ((w = *list)) {
-        *list = w->sess_next;
-        kv_store_lock(s, w->shard);
-        *w->pprev = w->next;
-        if (w->next)
-            w->next->pprev = w->pprev;
-        kv_store_unlock(s, w->shard);
-        free(w);
-    }
-}
-
-/* EXEC, under every shard lock: a watched key that has expired since WATCH
- * is deleted now, which marks its watchers (Redis 7.0 fails such an EXEC). */
-void
-kv_store_watch_expire_locked(struct kv_store *s, struct kv_watch *list, int64_t now_ms)
-{
-    for (struct kv_watch *w = list; w; w = w->sess_next)
-        find_link_locked(&s->shards[w->shard], w->hash, w->key, w->klen, now_ms);
 }
 
 /* Shard by shard (one lock at a time): under concurrent writes the sum is
@@ -444,20 +395,13 @@ kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires)
 static void
 shard_clear_locked(struct kv_shard *sh)
 {
-    /* A flush changes every watched key that exists (expired or not). */
-    for (struct kv_watch *w = sh->watches; w; w = w->next) {
-        for (struct kv_entry *e = sh->buckets[w->hash & sh->mask]; e; e = e->next) {
-            if (e->hash == w->hash && e->klen == w->klen && memcmp(e->data, w->key, w->klen) == 0) {
-                __atomic_store_n(w->dirty, true, __ATOMIC_RELAXED);
-                break;
-            }
-        }
-    }
+    if (sh->watches)
+        kv_watch_flush_locked(sh);
     for (uint32_t i = 0; i <= sh->mask; i++) {
         struct kv_entry *e = sh->buckets[i];
         while (e) {
             struct kv_entry *next = e->next;
-            kv_entry_free(e);
+            entry_free(e);
             e = next;
         }
         sh->buckets[i] = NULL;

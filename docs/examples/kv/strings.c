@@ -136,7 +136,7 @@ kv_cmd_get(struct kv_ctx *x)
 /* The write after SET's options, of value argument @p vi (SET_* flags, an
  * absolute @p expire or 0): the old value first for GET, nothing when NX or
  * XX says no. @p setnx answers :1 / :0 instead of +OK / nil. */
-static int
+static inline __attribute__((always_inline)) int
 set_generic(struct kv_ctx *x, int vi, unsigned flags, int64_t expire, bool setnx)
 {
     uint64_t h = kv_arg_hash(x, 1);
