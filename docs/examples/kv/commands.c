@@ -2,14 +2,12 @@
 /*
  * The command table, dispatch (lookup, arity, subcommands, unknown
  * commands, queueing inside MULTI), helpers shared by all commands, and the
- * connection and server commands (PING, ECHO, QUIT, SELECT, DBSIZE,
- * FLUSHALL, COMMAND, CONFIG, INFO). Replies and error texts follow Redis 7.0
- * byte for byte. Every command runs with the shard locks of its keys held
- * (ascending order for several keys), builds its reply under them (slices
- * are retained by the reply), then unlocks.
+ * server commands (DBSIZE, FLUSHALL, COMMAND, CONFIG, INFO). Replies and error texts follow
+ * Redis 7.0 byte for byte. Every command runs with the shard locks of its keys held (ascending
+ * order for several keys), builds its reply under them (slices are retained by the reply), then
+ * unlocks.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -136,68 +134,7 @@ kv_keys_mask(const struct kv_ctx *x, int first, int step)
     return mask;
 }
 
-/* Bulk reply of an argument (PING, ECHO): its bytes or its segments. */
-static int
-reply_arg(struct kv_ctx *x, const struct kv_arg *a)
-{
-    char hdr[32];
-    size_t h = 0;
-    int r;
-
-    if (!a->segs)
-        return kv_reply_bulk(x->out, a->p, a->len);
-    hdr[h++] = '$';
-    h += kv_fmt_ll(hdr + h, (long long)a->len);
-    hdr[h++] = '\r';
-    hdr[h++] = '\n';
-    if ((r = nbuf_composite_add_copy(x->out, hdr, h)))
-        return r;
-    for (uint32_t i = 0; i < a->nseg; i++) {
-        struct nbuf *b = a->segs[i];
-        if ((r = nbuf_composite_add_slice(x->out, b, nbuf_reader_index(b), nbuf_readable(b))))
-            return r;
-    }
-    return nbuf_composite_add_copy(x->out, "\r\n", 2);
-}
-
-/* ---- connection and server commands ---- */
-
-static int
-cmd_ping(struct kv_ctx *x)
-{
-    if (x->argc > 2)
-        return kv_reply_error(x->out, "ERR wrong number of arguments for 'ping' command");
-    if (x->argc == 2)
-        return reply_arg(x, &x->argv[1]);
-    return kv_reply_raw(x->out, "+PONG\r\n", 7);
-}
-
-static int
-cmd_echo(struct kv_ctx *x)
-{
-    return reply_arg(x, &x->argv[1]);
-}
-
-static int
-cmd_quit(struct kv_ctx *x)
-{
-    x->close_after = true;
-    return kv_reply_ok(x->out);
-}
-
-static int
-cmd_select(struct kv_ctx *x)
-{
-    long long id;
-    if (!kv_arg_ll(x, 1, &id))
-        return kv_reply_not_int(x);
-    if (id < INT_MIN || id > INT_MAX)
-        return kv_reply_error(x->out, "ERR value is out of range, value must between %d and %d",
-                              INT_MIN, INT_MAX);
-    if (id != 0) /* one database, like redis-server --databases 1 */
-        return kv_reply_error(x->out, "ERR DB index is out of range");
-    return kv_reply_ok(x->out);
-}
+/* ---- server commands ---- */
 
 static int
 cmd_dbsize(struct kv_ctx *x)
@@ -422,10 +359,10 @@ static const struct kv_command commands[] = {
     {"discard", 1, kv_cmd_discard, 0, 0, CMD_NOQUEUE, NULL},
     {"watch", -2, kv_cmd_watch, 0, 0, CMD_NOQUEUE, NULL},
     {"unwatch", 1, kv_cmd_unwatch, 0, 0, 0, NULL},
-    {"ping", -1, cmd_ping, 1, 0, 0, NULL},
-    {"echo", 2, cmd_echo, 1, 0, 0, NULL},
-    {"select", 2, cmd_select, 0, 0, 0, NULL},
-    {"quit", -1, cmd_quit, 0, 0, CMD_NOQUEUE, NULL},
+    {"ping", -1, kv_cmd_ping, 1, 0, 0, NULL},
+    {"echo", 2, kv_cmd_echo, 1, 0, 0, NULL},
+    {"select", 2, kv_cmd_select, 0, 0, 0, NULL},
+    {"quit", -1, kv_cmd_quit, 0, 0, CMD_NOQUEUE, NULL},
     {"hello", -1, kv_cmd_hello, 0, 0, 0, NULL},
     {"auth", -2, kv_cmd_auth, 0, 0, 0, NULL},
     {"client", -2, NULL, 0, 0, 0, client_subs},

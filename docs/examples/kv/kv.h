@@ -7,8 +7,8 @@
  * request parser (resp.c), replies (reply.c), commands (commands.c: table,
  * dispatch, server commands; strings.c: the string commands; keys.c: key
  * and expiry commands; glob.c: KEYS patterns; multi.c: transactions;
- * session.c: CLIENT, HELLO, AUTH), connections (client.c) and the event
- * loops (server.c).
+ * session.c: PING, ECHO, QUIT, SELECT, CLIENT, HELLO, AUTH), connections
+ * (client.c) and the event loops (server.c).
  */
 #ifndef NBUF_KV_H
 #define NBUF_KV_H
@@ -322,6 +322,10 @@ int kv_cmd_unwatch(struct kv_ctx *x);
 /* ---- session.c ---------------------------------------------------------- */
 
 void kv_session_init(struct kv_session *s, struct kv_server *srv);
+int kv_cmd_ping(struct kv_ctx *x);
+int kv_cmd_echo(struct kv_ctx *x);
+int kv_cmd_quit(struct kv_ctx *x);
+int kv_cmd_select(struct kv_ctx *x);
 void kv_session_fini(struct kv_session *s, struct kv_server *srv);
 int kv_cmd_client_id(struct kv_ctx *x);
 int kv_cmd_client_getname(struct kv_ctx *x);

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A connection's identity and handshake: its id and name (CLIENT ID,
- * GETNAME, SETNAME, HELP), HELLO (RESP2 only: HELLO 3 is refused, so
- * clients stay on RESP2) and AUTH (no authentication is configured, so
- * every attempt gets Redis's error for that case). Replies and errors
- * follow Redis 7.0's networking.c and acl.c.
+ * The connection commands: PING, ECHO, QUIT, SELECT, and the connection's
+ * identity and handshake: its id and name (CLIENT ID, GETNAME, SETNAME,
+ * HELP), HELLO (RESP2 only: HELLO 3 is refused, so clients stay on RESP2)
+ * and AUTH (no authentication is configured, so every attempt gets Redis's
+ * error for that case). Replies and errors follow Redis 7.0's
+ * networking.c, server.c and acl.c.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +31,67 @@ kv_session_fini(struct kv_session *s, struct kv_server *srv)
     kv_multi_fini(s, srv->store);
     free(s->name);
     s->name = NULL;
+}
+
+/* Bulk reply of an argument (PING, ECHO): its bytes or its segments. */
+static int
+reply_arg(struct kv_ctx *x, const struct kv_arg *a)
+{
+    char hdr[32];
+    size_t h = 0;
+    int r;
+
+    if (!a->segs)
+        return kv_reply_bulk(x->out, a->p, a->len);
+    hdr[h++] = '$';
+    h += kv_fmt_ll(hdr + h, (long long)a->len);
+    hdr[h++] = '\r';
+    hdr[h++] = '\n';
+    if ((r = nbuf_composite_add_copy(x->out, hdr, h)))
+        return r;
+    for (uint32_t i = 0; i < a->nseg; i++) {
+        struct nbuf *b = a->segs[i];
+        if ((r = nbuf_composite_add_slice(x->out, b, nbuf_reader_index(b), nbuf_readable(b))))
+            return r;
+    }
+    return nbuf_composite_add_copy(x->out, "\r\n", 2);
+}
+
+int
+kv_cmd_ping(struct kv_ctx *x)
+{
+    if (x->argc > 2)
+        return kv_reply_error(x->out, "ERR wrong number of arguments for 'ping' command");
+    if (x->argc == 2)
+        return reply_arg(x, &x->argv[1]);
+    return kv_reply_raw(x->out, "+PONG\r\n", 7);
+}
+
+int
+kv_cmd_echo(struct kv_ctx *x)
+{
+    return reply_arg(x, &x->argv[1]);
+}
+
+int
+kv_cmd_quit(struct kv_ctx *x)
+{
+    x->close_after = true;
+    return kv_reply_ok(x->out);
+}
+
+int
+kv_cmd_select(struct kv_ctx *x)
+{
+    long long id;
+    if (!kv_arg_ll(x, 1, &id))
+        return kv_reply_not_int(x);
+    if (id < INT_MIN || id > INT_MAX)
+        return kv_reply_error(x->out, "ERR value is out of range, value must between %d and %d",
+                              INT_MIN, INT_MAX);
+    if (id != 0) /* one database, like redis-server --databases 1 */
+        return kv_reply_error(x->out, "ERR DB index is out of range");
+    return kv_reply_ok(x->out);
 }
 
 /* Redis's clientSetName: an empty name clears it; bytes outside '!'..'~'
