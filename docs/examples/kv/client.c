@@ -35,6 +35,7 @@ struct kv_client {
     size_t ispans_cap;
     struct kv_arg *argv;
     size_t argv_cap;
+    struct kv_session sess; /* name, id, MULTI queue, WATCHed keys */
 };
 
 static int
@@ -74,13 +75,7 @@ ensure_argv(struct kv_client *cl, size_t argc)
 static void
 release_args(struct kv_client *cl, size_t argc)
 {
-    for (size_t i = 0; i < argc; i++) {
-        struct kv_arg *a = &cl->argv[i];
-        for (uint32_t j = 0; j < a->nseg; j++)
-            nbuf_release(a->segs[j]); /* NULL (moved to the store) is a no-op */
-        if (a->segs && a->segs != &a->seg1)
-            free(a->segs);
-    }
+    kv_args_release(cl->argv, argc);
     if (cl->scratch_cap > SCRATCH_KEEP) {
         free(cl->scratch);
         cl->scratch = NULL;
@@ -205,6 +200,7 @@ run_command(struct kv_client *cl, const struct kv_command *cmd, size_t argc)
 {
     struct kv_ctx x = {
         .srv = cl->w->srv,
+        .sess = &cl->sess,
         .out = cl->out,
         .argc = (int)argc,
         .argv = cl->argv,
@@ -422,6 +418,7 @@ kv_client_new(struct kv_worker *w, int fd)
         return NULL;
     cl->w = w;
     cl->fd = fd;
+    kv_session_init(&cl->sess, w->srv);
     resp_parser_init(&cl->parser, w->srv->cfg->max_bulk);
     cl->in = nbuf_composite_new(w->srv->pool);
     cl->out = nbuf_composite_new(w->srv->pool);
@@ -453,6 +450,7 @@ kv_client_free(struct kv_client *cl)
     if (cl->next)
         cl->next->prev = cl->prev;
     close(cl->fd); /* also leaves the epoll set */
+    kv_session_fini(&cl->sess, cl->w->srv);
     nbuf_composite_free(cl->in);
     nbuf_composite_free(cl->out);
     resp_parser_fini(&cl->parser);

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The command table, dispatch (lookup, arity, unknown commands), helpers
- * shared by all commands, and the connection and server commands (PING,
- * ECHO, QUIT, SELECT, DBSIZE, FLUSHALL, COMMAND, CONFIG, INFO). Replies and
- * error texts follow Redis 7.0 byte for byte. Every command runs with the
- * shard locks of its keys held (ascending order for several keys), builds
- * its reply under them (slices are retained by the reply), then unlocks.
+ * The command table, dispatch (lookup, arity, subcommands, unknown
+ * commands, queueing inside MULTI), helpers shared by all commands, and the
+ * server commands (DBSIZE, FLUSHALL, COMMAND, CONFIG, INFO). Replies and error texts follow
+ * Redis 7.0 byte for byte. Every command runs with the shard locks of its keys held (ascending
+ * order for several keys), builds its reply under them (slices are retained by the reply), then
+ * unlocks.
  */
 #include <errno.h>
-#include <fnmatch.h>
-#include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,14 +16,22 @@
 
 #include "kv.h"
 
-typedef int (*kv_cmd_fn)(struct kv_ctx *x);
+#define CMD_NOQUEUE 1u /* runs at once inside MULTI (MULTI, EXEC, DISCARD, WATCH, QUIT) */
+
+struct kv_subcommand {
+    const char *name; /* lower case */
+    int arity;        /* as kv_command's, counting the command and subcommand names */
+    kv_cmd_fn fn;
+};
 
 struct kv_command {
-    const char *name; /* lower case, as in Redis's error messages */
-    int arity;        /* > 0: exactly; < 0: at least -arity (the name counts) */
-    kv_cmd_fn fn;
-    int8_t value_first; /* first argument that is a value (0: none) */
-    int8_t value_step;  /* 0: only value_first; 2: every other one from it */
+    const char *name;                 /* lower case, as in Redis's error messages */
+    int arity;                        /* > 0: exactly; < 0: at least -arity (the name counts) */
+    kv_cmd_fn fn;                     /* with subs: what runs without a subcommand */
+    int8_t value_first;               /* first argument that is a value (0: none) */
+    int8_t value_step;                /* 0: only value_first; 2: every other one from it */
+    uint8_t flags;                    /* CMD_* */
+    const struct kv_subcommand *subs; /* NULL-terminated, or NULL */
 };
 
 #define STORE(x) ((x)->srv->store)
@@ -74,68 +81,60 @@ kv_arg_hash(const struct kv_ctx *x, int i)
     return kv_hash(STORE(x), x->argv[i].p, x->argv[i].len);
 }
 
-/* Bulk reply of an argument (PING, ECHO): its bytes or its segments. */
-static int
-reply_arg(struct kv_ctx *x, const struct kv_arg *a)
+/* Redis's addReplyHelp: the usage line, @p lines (NULL-terminated), HELP;
+ * each a status reply in an array. */
+int
+kv_reply_help(struct kv_ctx *x, const char *const *lines)
 {
-    char hdr[32];
-    size_t h = 0;
+    static const char usage[] = " <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n";
+    static const char help[] = "+HELP\r\n+    Prints this help.\r\n";
+    char name[16];
+    size_t n = 0, i;
     int r;
 
-    if (!a->segs)
-        return kv_reply_bulk(x->out, a->p, a->len);
-    hdr[h++] = '$';
-    h += kv_fmt_ll(hdr + h, (long long)a->len);
-    hdr[h++] = '\r';
-    hdr[h++] = '\n';
-    if ((r = nbuf_composite_add_copy(x->out, hdr, h)))
+    while (lines[n])
+        n++;
+    for (i = 0; i < sizeof(name) - 1 && i < x->argv[0].len; i++) {
+        unsigned char c = x->argv[0].p[i];
+        name[i] = (char)(c >= 'a' && c <= 'z' ? c & ~0x20 : c);
+    }
+    if ((r = kv_reply_array(x->out, (long long)n + 3)) || (r = kv_reply_raw(x->out, "+", 1)) ||
+        (r = kv_reply_raw(x->out, name, i)) || (r = kv_reply_raw(x->out, usage, sizeof(usage) - 1)))
         return r;
-    for (uint32_t i = 0; i < a->nseg; i++) {
-        struct nbuf *b = a->segs[i];
-        if ((r = nbuf_composite_add_slice(x->out, b, nbuf_reader_index(b), nbuf_readable(b))))
+    for (i = 0; i < n; i++) {
+        if ((r = kv_reply_raw(x->out, "+", 1)) ||
+            (r = kv_reply_raw(x->out, lines[i], strlen(lines[i]))) ||
+            (r = kv_reply_raw(x->out, "\r\n", 2)))
             return r;
     }
-    return nbuf_composite_add_copy(x->out, "\r\n", 2);
+    return kv_reply_raw(x->out, help, sizeof(help) - 1);
 }
 
-/* ---- connection and server commands ---- */
-
-static int
-cmd_ping(struct kv_ctx *x)
+/* Release what the arguments still hold: buffer segments not moved into
+ * the store (NULL ones were) and segment lists of their own. */
+void
+kv_args_release(struct kv_arg *argv, size_t argc)
 {
-    if (x->argc > 2)
-        return kv_reply_error(x->out, "ERR wrong number of arguments for 'ping' command");
-    if (x->argc == 2)
-        return reply_arg(x, &x->argv[1]);
-    return kv_reply_raw(x->out, "+PONG\r\n", 7);
+    for (size_t i = 0; i < argc; i++) {
+        struct kv_arg *a = &argv[i];
+        for (uint32_t j = 0; j < a->nseg; j++)
+            nbuf_release(a->segs[j]); /* NULL is a no-op */
+        if (a->segs && a->segs != &a->seg1)
+            free(a->segs);
+    }
 }
 
-static int
-cmd_echo(struct kv_ctx *x)
+/* The shards of the keys at argv[first], argv[first + step], ... */
+uint64_t
+kv_keys_mask(const struct kv_ctx *x, int first, int step)
 {
-    return reply_arg(x, &x->argv[1]);
+    uint64_t mask = 0;
+    for (int i = first; i < x->argc; i += step)
+        mask |= 1ull << kv_shard_of(kv_arg_hash(x, i));
+    return mask;
 }
 
-static int
-cmd_quit(struct kv_ctx *x)
-{
-    x->close_after = true;
-    return kv_reply_ok(x->out);
-}
-
-static int
-cmd_select(struct kv_ctx *x)
-{
-    long long id;
-    if (!kv_arg_ll(x, 1, &id))
-        return kv_reply_not_int(x);
-    if (id < INT_MIN || id > INT_MAX)
-        return kv_reply_error(x->out, "ERR value is out of range, value must between %d and %d",
-                              INT_MIN, INT_MAX);
-    if (id != 0) /* one database, like redis-server --databases 1 */
-        return kv_reply_error(x->out, "ERR DB index is out of range");
-    return kv_reply_ok(x->out);
-}
+/* ---- server commands ---- */
 
 static int
 cmd_dbsize(struct kv_ctx *x)
@@ -153,16 +152,32 @@ cmd_flushall(struct kv_ctx *x)
     return kv_reply_ok(x->out);
 }
 
+/* COMMAND, COMMAND DOCS|INFO|LIST: no command metadata, so tools fall back. */
 static int
 cmd_command(struct kv_ctx *x)
 {
-    const struct kv_arg *sub = &x->argv[1];
-    if (x->argc == 1 || kv_arg_is(sub, "docs") || kv_arg_is(sub, "info") || kv_arg_is(sub, "list"))
-        return kv_reply_array(x->out, 0); /* no command metadata: tools fall back */
-    if (kv_arg_is(sub, "count"))
-        return kv_reply_int(x->out, (long long)command_count());
-    return kv_reply_error(x->out, "ERR unknown subcommand '%.128s'. Try COMMAND HELP.",
-                          (const char *)sub->p);
+    return kv_reply_array(x->out, 0);
+}
+
+static int
+cmd_command_count(struct kv_ctx *x)
+{
+    return kv_reply_int(x->out, (long long)command_count());
+}
+
+static int
+cmd_command_help(struct kv_ctx *x)
+{
+    static const char *const lines[] = {
+        "(no subcommand)",
+        "    An empty array (nbuf-kv has no command metadata).",
+        "COUNT",
+        "    Return the total number of commands in this server.",
+        "DOCS|INFO|LIST",
+        "    An empty array.",
+        NULL,
+    };
+    return kv_reply_help(x, lines);
 }
 
 /* The two settings redis-benchmark and redis-cli ask about. */
@@ -175,29 +190,46 @@ static const struct {
 };
 
 static int
-cmd_config(struct kv_ctx *x)
+cmd_config_resetstat(struct kv_ctx *x)
 {
-    const struct kv_arg *sub = &x->argv[1];
+    return kv_reply_ok(x->out);
+}
+
+static int
+cmd_config_help(struct kv_ctx *x)
+{
+    static const char *const lines[] = {
+        "GET <pattern>",
+        "    Return parameters matching the glob-like <pattern> and their values",
+        "    (nbuf-kv has appendonly and save).",
+        "SET <directive> <value>",
+        "    Refused: nbuf-kv has no settable parameters.",
+        "RESETSTAT",
+        "    Reset statistics reported by the INFO command (nothing to reset here).",
+        NULL,
+    };
+    return kv_reply_help(x, lines);
+}
+
+static int
+cmd_config_set(struct kv_ctx *x)
+{
+    return kv_reply_error(x->out,
+                          "ERR Unknown option or number of arguments for CONFIG SET - '%.128s'",
+                          (const char *)x->argv[2].p);
+}
+
+static int
+cmd_config_get(struct kv_ctx *x)
+{
     bool hit[sizeof(config_table) / sizeof(config_table[0])] = {false};
     size_t n = 0;
     int r;
 
-    if (kv_arg_is(sub, "resetstat"))
-        return kv_reply_ok(x->out);
-    if (kv_arg_is(sub, "set"))
-        return kv_reply_error(x->out,
-                              "ERR Unknown option or number of arguments for CONFIG SET - '%.128s'",
-                              x->argc > 2 ? (const char *)x->argv[2].p : "");
-    if (!kv_arg_is(sub, "get"))
-        return kv_reply_error(x->out, "ERR unknown subcommand '%.128s'. Try CONFIG HELP.",
-                              (const char *)sub->p);
-    if (x->argc < 3)
-        return kv_reply_error(x->out, "ERR wrong number of arguments for 'config|get' command");
     for (int i = 2; i < x->argc; i++) {
         for (size_t j = 0; j < sizeof(config_table) / sizeof(config_table[0]); j++) {
-            /* argv bytes are NUL-terminated in the scratch area (client.c). */
-            if (!hit[j] &&
-                fnmatch((const char *)x->argv[i].p, config_table[j].name, FNM_CASEFOLD) == 0) {
+            const char *name = config_table[j].name;
+            if (!hit[j] && kv_glob_match(x->argv[i].p, x->argv[i].len, name, strlen(name), true)) {
                 hit[j] = true;
                 n++;
             }
@@ -241,7 +273,7 @@ cmd_info(struct kv_ctx *x)
     nbuf_pool_stats(x->srv->pool, &st);
     kv_store_counts(STORE(x), &keys, &expires);
     n = snprintf(buf, sizeof(buf),
-                 "# Server\r\nredis_version:7.0.0\r\nnbuf_kv_version:0.1.0\r\n"
+                 "# Server\r\nredis_version:" KV_REDIS_VERSION "\r\nnbuf_kv_version:0.1.0\r\n"
                  "redis_mode:standalone\r\nprocess_id:%ld\r\ntcp_port:%u\r\n"
                  "io_threads_active:%d\r\n\r\n"
                  "# Clients\r\nconnected_clients:%u\r\n\r\n"
@@ -268,20 +300,75 @@ cmd_info(struct kv_ctx *x)
 
 /* ---- table and dispatch ---- */
 
+static const struct kv_subcommand command_subs[] = {
+    {"count", 2, cmd_command_count}, {"docs", -2, cmd_command},     {"info", -2, cmd_command},
+    {"list", -2, cmd_command},       {"help", 2, cmd_command_help}, {NULL, 0, NULL},
+};
+
+static const struct kv_subcommand config_subs[] = {
+    {"get", -3, cmd_config_get},
+    {"set", -4, cmd_config_set},
+    {"resetstat", 2, cmd_config_resetstat},
+    {"help", 2, cmd_config_help},
+    {NULL, 0, NULL},
+};
+
+static const struct kv_subcommand client_subs[] = {
+    {"id", 2, kv_cmd_client_id},
+    {"getname", 2, kv_cmd_client_getname},
+    {"setname", 3, kv_cmd_client_setname},
+    {"help", 2, kv_cmd_client_help},
+    {NULL, 0, NULL},
+};
+
+/* name, arity, function, first value, value step, flags, subcommands */
 static const struct kv_command commands[] = {
-    {"get", 2, kv_cmd_get, 0, 0},           {"set", -3, kv_cmd_set, 2, 0},
-    {"ping", -1, cmd_ping, 1, 0},           {"echo", 2, cmd_echo, 1, 0},
-    {"del", -2, kv_cmd_del, 0, 0},          {"exists", -2, kv_cmd_exists, 0, 0},
-    {"incr", 2, kv_cmd_incr, 0, 0},         {"incrby", 3, kv_cmd_incrby, 0, 0},
-    {"decr", 2, kv_cmd_decr, 0, 0},         {"decrby", 3, kv_cmd_decrby, 0, 0},
-    {"append", 3, kv_cmd_append, 2, 0},     {"strlen", 2, kv_cmd_strlen, 0, 0},
-    {"mset", -3, kv_cmd_mset, 2, 2},        {"mget", -2, kv_cmd_mget, 0, 0},
-    {"getrange", 4, kv_cmd_getrange, 0, 0}, {"ttl", 2, kv_cmd_ttl, 0, 0},
-    {"pttl", 2, kv_cmd_pttl, 0, 0},         {"dbsize", 1, cmd_dbsize, 0, 0},
-    {"flushall", -1, cmd_flushall, 0, 0},   {"flushdb", -1, cmd_flushall, 0, 0},
-    {"select", 2, cmd_select, 0, 0},        {"quit", -1, cmd_quit, 0, 0},
-    {"command", -1, cmd_command, 0, 0},     {"config", -2, cmd_config, 0, 0},
-    {"info", -1, cmd_info, 0, 0},
+    {"get", 2, kv_cmd_get, 0, 0, 0, NULL},
+    {"set", -3, kv_cmd_set, 2, 0, 0, NULL},
+    {"setnx", 3, kv_cmd_setnx, 2, 0, 0, NULL},
+    {"getset", 3, kv_cmd_getset, 2, 0, 0, NULL},
+    {"setex", 4, kv_cmd_setex, 3, 0, 0, NULL},
+    {"psetex", 4, kv_cmd_psetex, 3, 0, 0, NULL},
+    {"mset", -3, kv_cmd_mset, 2, 2, 0, NULL},
+    {"mget", -2, kv_cmd_mget, 0, 0, 0, NULL},
+    {"append", 3, kv_cmd_append, 2, 0, 0, NULL},
+    {"strlen", 2, kv_cmd_strlen, 0, 0, 0, NULL},
+    {"getrange", 4, kv_cmd_getrange, 0, 0, 0, NULL},
+    {"incr", 2, kv_cmd_incr, 0, 0, 0, NULL},
+    {"incrby", 3, kv_cmd_incrby, 0, 0, 0, NULL},
+    {"decr", 2, kv_cmd_decr, 0, 0, 0, NULL},
+    {"decrby", 3, kv_cmd_decrby, 0, 0, 0, NULL},
+    {"del", -2, kv_cmd_del, 0, 0, 0, NULL},
+    {"exists", -2, kv_cmd_exists, 0, 0, 0, NULL},
+    {"type", 2, kv_cmd_type, 0, 0, 0, NULL},
+    {"keys", 2, kv_cmd_keys, 0, 0, 0, NULL},
+    {"expire", -3, kv_cmd_expire, 0, 0, 0, NULL},
+    {"pexpire", -3, kv_cmd_pexpire, 0, 0, 0, NULL},
+    {"expireat", -3, kv_cmd_expireat, 0, 0, 0, NULL},
+    {"pexpireat", -3, kv_cmd_pexpireat, 0, 0, 0, NULL},
+    {"persist", 2, kv_cmd_persist, 0, 0, 0, NULL},
+    {"ttl", 2, kv_cmd_ttl, 0, 0, 0, NULL},
+    {"pttl", 2, kv_cmd_pttl, 0, 0, 0, NULL},
+    {"expiretime", 2, kv_cmd_expiretime, 0, 0, 0, NULL},
+    {"pexpiretime", 2, kv_cmd_pexpiretime, 0, 0, 0, NULL},
+    {"dbsize", 1, cmd_dbsize, 0, 0, 0, NULL},
+    {"flushall", -1, cmd_flushall, 0, 0, 0, NULL},
+    {"flushdb", -1, cmd_flushall, 0, 0, 0, NULL},
+    {"multi", 1, kv_cmd_multi, 0, 0, CMD_NOQUEUE, NULL},
+    {"exec", 1, kv_cmd_exec, 0, 0, CMD_NOQUEUE, NULL},
+    {"discard", 1, kv_cmd_discard, 0, 0, CMD_NOQUEUE, NULL},
+    {"watch", -2, kv_cmd_watch, 0, 0, CMD_NOQUEUE, NULL},
+    {"unwatch", 1, kv_cmd_unwatch, 0, 0, 0, NULL},
+    {"ping", -1, kv_cmd_ping, 1, 0, 0, NULL},
+    {"echo", 2, kv_cmd_echo, 1, 0, 0, NULL},
+    {"select", 2, kv_cmd_select, 0, 0, 0, NULL},
+    {"quit", -1, kv_cmd_quit, 0, 0, CMD_NOQUEUE, NULL},
+    {"hello", -1, kv_cmd_hello, 0, 0, 0, NULL},
+    {"auth", -2, kv_cmd_auth, 0, 0, 0, NULL},
+    {"client", -2, NULL, 0, 0, 0, client_subs},
+    {"command", -1, cmd_command, 0, 0, 0, command_subs},
+    {"config", -2, NULL, 0, 0, 0, config_subs},
+    {"info", -1, cmd_info, 0, 0, 0, NULL},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -343,11 +430,75 @@ kv_command_is_value(const struct kv_command *cmd, int argc, int i)
     return (i - cmd->value_first) % cmd->value_step == 0;
 }
 
+/*
+ * A command refused before it runs (arity, unknown subcommand): inside
+ * MULTI this also dooms the transaction; a refused EXEC aborts it at once
+ * (Redis's rejectCommand). @p msg is Redis's text without its "ERR ".
+ */
+static int
+refuse(struct kv_ctx *x, const struct kv_command *cmd, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (cmd->fn == kv_cmd_exec)
+        return kv_multi_abort(x, msg);
+    if (x->sess->multi)
+        x->sess->dirty_exec = true;
+    return kv_reply_error(x->out, "ERR %s", msg);
+}
+
+static inline bool
+arity_ok(int arity, int argc)
+{
+    return arity > 0 ? argc == arity : argc >= -arity;
+}
+
+/* The checks of kv_command_run for a command with subcommands, or a wrong
+ * arity, or inside MULTI. The argument bytes are NUL-terminated (client.c),
+ * so the %s below stop at a NUL as Redis's do. */
+static __attribute__((noinline)) int
+command_run_slow(const struct kv_command *cmd, struct kv_ctx *x)
+{
+    kv_cmd_fn fn = cmd->fn;
+
+    if (!arity_ok(cmd->arity, x->argc))
+        return refuse(x, cmd, "wrong number of arguments for '%s' command", cmd->name);
+    if (cmd->subs && x->argc > 1) {
+        const struct kv_subcommand *sub = cmd->subs;
+        char upper[16];
+        size_t i;
+
+        while (sub->name && !kv_arg_is(&x->argv[1], sub->name))
+            sub++;
+        if (!sub->name) {
+            for (i = 0; cmd->name[i] && i < sizeof(upper) - 1; i++)
+                upper[i] = (char)(cmd->name[i] & ~0x20);
+            upper[i] = '\0';
+            return refuse(x, cmd, "unknown subcommand '%.128s'. Try %s HELP.",
+                          (const char *)x->argv[1].p, upper);
+        }
+        if (!arity_ok(sub->arity, x->argc))
+            return refuse(x, cmd, "wrong number of arguments for '%s|%s' command", cmd->name,
+                          sub->name);
+        fn = sub->fn;
+    }
+    if (x->sess->multi && !(cmd->flags & CMD_NOQUEUE))
+        return kv_multi_queue(x, fn);
+    return fn(x);
+}
+
+/* Check arity and subcommand, then run the command, or queue it inside
+ * MULTI. The usual case (right arity, no subcommand, no MULTI) is one
+ * predictable branch before the call. */
 int
 kv_command_run(const struct kv_command *cmd, struct kv_ctx *x)
 {
-    if ((cmd->arity > 0 && x->argc != cmd->arity) || (x->argc < -cmd->arity))
-        return kv_reply_error(x->out, "ERR wrong number of arguments for '%s' command", cmd->name);
+    if (__builtin_expect(!arity_ok(cmd->arity, x->argc) || cmd->subs || x->sess->multi, 0))
+        return command_run_slow(cmd, x);
     return cmd->fn(x);
 }
 
@@ -374,6 +525,8 @@ kv_command_unknown(struct kv_ctx *x)
         args[alen++] = ' ';
     }
     args[alen] = '\0';
+    if (x->sess->multi)
+        x->sess->dirty_exec = true;
     return kv_reply_error(x->out, "ERR unknown command '%.128s', with args beginning with: %s",
                           (const char *)x->argv[0].p, args);
 }

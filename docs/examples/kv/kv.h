@@ -3,9 +3,12 @@
  * nbuf-kv: a RESP2 (Redis protocol) key-value server built on nbuf.
  *
  * Shared types and prototypes, by file: config (main.c), the store
- * (store.c), the request parser (resp.c), replies (reply.c), commands
- * (commands.c: table, dispatch, server commands; strings.c: the string
- * commands), connections (client.c) and the event loops (server.c).
+ * (store.c; WATCH: watch.c; the layout they share: store_int.h), the
+ * request parser (resp.c), replies (reply.c), commands (commands.c: table,
+ * dispatch, server commands; strings.c: the string commands; keys.c: key
+ * and expiry commands; glob.c: KEYS patterns; multi.c: transactions;
+ * session.c: PING, ECHO, QUIT, SELECT, CLIENT, HELLO, AUTH), connections
+ * (client.c) and the event loops (server.c).
  */
 #ifndef NBUF_KV_H
 #define NBUF_KV_H
@@ -31,6 +34,7 @@
 #define KV_INLINE_LINE_MAX (64 * 1024) /* Redis's PROTO_INLINE_MAX_SIZE */
 #define KV_OUT_PAUSE (1u << 20)        /* stop parsing while this much reply is queued */
 #define KV_PROTO_ERR_MAX 192           /* longest protocol error message */
+#define KV_REDIS_VERSION "7.0.0"       /* the Redis version INFO and HELLO report */
 
 /* Command-line configuration, filled by main.c and read-only afterwards. */
 struct kv_config {
@@ -81,25 +85,44 @@ struct kv_val {
 };
 
 struct kv_store;
+struct kv_watch; /* one key one connection WATCHes (store.c) */
+
+typedef int (*kv_entry_fn)(struct kv_entry *e, void *arg);
 
 struct kv_store *kv_store_new(bool locked);
 void kv_store_free(struct kv_store *s);
 uint64_t kv_hash(const struct kv_store *s, const void *key, size_t klen);
-unsigned kv_shard_of(uint64_t hash);
 void kv_store_lock(struct kv_store *s, unsigned shard);
 void kv_store_unlock(struct kv_store *s, unsigned shard);
 void kv_store_lock_mask(struct kv_store *s, uint64_t mask);
 void kv_store_unlock_mask(struct kv_store *s, uint64_t mask);
+void kv_store_lock_all(struct kv_store *s);
+void kv_store_unlock_all(struct kv_store *s);
 struct kv_entry *kv_store_find_locked(struct kv_store *s, uint64_t hash, const void *key,
                                       size_t klen, int64_t now_ms);
 int kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                         const struct kv_val *v, int64_t expire_ms, bool keep_ttl, int64_t now_ms);
 int kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen,
                         int64_t now_ms);
+void kv_store_expire_locked(struct kv_store *s, uint64_t hash, struct kv_entry *e,
+                            int64_t expire_ms);
+void kv_store_touch_locked(struct kv_store *s, uint64_t hash, const void *key, size_t klen);
+int kv_store_each_locked(struct kv_store *s, int64_t now_ms, kv_entry_fn fn, void *arg);
+int kv_store_watch(struct kv_store *s, uint64_t hash, const void *key, size_t klen, int64_t now_ms,
+                   struct kv_watch **list, bool *dirty);
+void kv_store_unwatch_all(struct kv_store *s, struct kv_watch **list);
+void kv_store_watch_expire_locked(struct kv_store *s, struct kv_watch *list, int64_t now_ms);
 uint64_t kv_store_size(struct kv_store *s);
 void kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires);
 void kv_store_flush(struct kv_store *s);
 size_t kv_store_sweep(struct kv_store *s, unsigned shard, int64_t now_ms, unsigned budget);
+
+/* The shard of a key: the top bits of its hash (the bucket uses the low ones). */
+static inline unsigned
+kv_shard_of(uint64_t hash)
+{
+    return (unsigned)(hash >> 58) & (KV_SHARDS - 1);
+}
 
 static inline const unsigned char *
 kv_entry_inline(const struct kv_entry *e)
@@ -118,6 +141,13 @@ static inline uint32_t
 kv_entry_nseg(const struct kv_entry *e)
 {
     return e->nseg & KV_NSEG_MASK;
+}
+
+/* As Redis: a key is expired once now is past its expire time. */
+static inline bool
+kv_entry_expired(const struct kv_entry *e, int64_t now_ms)
+{
+    return e->expire_ms != 0 && now_ms > e->expire_ms;
 }
 
 size_t kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n);
@@ -193,15 +223,37 @@ struct kv_arg {
 
 struct kv_server;
 struct kv_command;
+struct kv_queued; /* one command queued by MULTI (multi.c) */
+
+/*
+ * What a connection keeps between its commands. Synchronization: its worker
+ * thread, except dirty_cas, which a change to a watched key sets from any
+ * thread under that key's shard lock (atomically; EXEC reads it under every
+ * shard lock).
+ */
+struct kv_session {
+    uint64_t id;     /* CLIENT ID: unique for the server's life, from 1 */
+    char *name;      /* CLIENT SETNAME, NUL-terminated; NULL = none */
+    bool multi;      /* between MULTI and EXEC or DISCARD */
+    bool dirty_exec; /* a command was refused while queueing: EXEC aborts */
+    bool dirty_cas;  /* a WATCHed key changed: EXEC answers a null array */
+    struct kv_queued *queue;
+    size_t nqueued, queue_cap;
+    size_t queued_bytes;      /* argument bytes held by the queue */
+    struct kv_watch *watches; /* the keys this connection WATCHes */
+};
 
 struct kv_ctx {
     struct kv_server *srv;
+    struct kv_session *sess;
     struct nbuf_composite *out;
     int argc;
     struct kv_arg *argv;
     int64_t now_ms;
     bool close_after; /* QUIT */
 };
+
+typedef int (*kv_cmd_fn)(struct kv_ctx *x);
 
 const struct kv_command *kv_command_lookup(const void *name, size_t len);
 bool kv_command_is_value(const struct kv_command *cmd, int argc, int i);
@@ -213,24 +265,74 @@ int kv_reply_not_int(struct kv_ctx *x);
 bool kv_arg_is(const struct kv_arg *a, const char *lit);
 bool kv_arg_ll(const struct kv_ctx *x, int i, long long *v);
 uint64_t kv_arg_hash(const struct kv_ctx *x, int i);
+uint64_t kv_keys_mask(const struct kv_ctx *x, int first, int step);
+void kv_args_release(struct kv_arg *argv, size_t argc);
+int kv_reply_help(struct kv_ctx *x, const char *const *lines);
 
 /* ---- strings.c ---------------------------------------------------------- */
 
 int kv_cmd_get(struct kv_ctx *x);
 int kv_cmd_set(struct kv_ctx *x);
-int kv_cmd_del(struct kv_ctx *x);
-int kv_cmd_exists(struct kv_ctx *x);
+int kv_cmd_setnx(struct kv_ctx *x);
+int kv_cmd_setex(struct kv_ctx *x);
+int kv_cmd_psetex(struct kv_ctx *x);
+int kv_cmd_getset(struct kv_ctx *x);
 int kv_cmd_mset(struct kv_ctx *x);
 int kv_cmd_mget(struct kv_ctx *x);
 int kv_cmd_strlen(struct kv_ctx *x);
-int kv_cmd_ttl(struct kv_ctx *x);
-int kv_cmd_pttl(struct kv_ctx *x);
 int kv_cmd_getrange(struct kv_ctx *x);
 int kv_cmd_incr(struct kv_ctx *x);
 int kv_cmd_decr(struct kv_ctx *x);
 int kv_cmd_incrby(struct kv_ctx *x);
 int kv_cmd_decrby(struct kv_ctx *x);
 int kv_cmd_append(struct kv_ctx *x);
+
+/* ---- keys.c ------------------------------------------------------------- */
+
+int kv_cmd_del(struct kv_ctx *x);
+int kv_cmd_exists(struct kv_ctx *x);
+int kv_cmd_type(struct kv_ctx *x);
+int kv_cmd_keys(struct kv_ctx *x);
+int kv_cmd_expire(struct kv_ctx *x);
+int kv_cmd_pexpire(struct kv_ctx *x);
+int kv_cmd_expireat(struct kv_ctx *x);
+int kv_cmd_pexpireat(struct kv_ctx *x);
+int kv_cmd_persist(struct kv_ctx *x);
+int kv_cmd_ttl(struct kv_ctx *x);
+int kv_cmd_pttl(struct kv_ctx *x);
+int kv_cmd_expiretime(struct kv_ctx *x);
+int kv_cmd_pexpiretime(struct kv_ctx *x);
+
+/* ---- glob.c ------------------------------------------------------------- */
+
+bool kv_glob_match(const void *pattern, size_t plen, const void *str, size_t slen, bool nocase);
+
+/* ---- multi.c ------------------------------------------------------------ */
+
+int kv_multi_queue(struct kv_ctx *x, kv_cmd_fn fn);
+int kv_multi_abort(struct kv_ctx *x, const char *why);
+void kv_multi_discard(struct kv_ctx *x);
+void kv_multi_fini(struct kv_session *s, struct kv_store *store);
+int kv_cmd_multi(struct kv_ctx *x);
+int kv_cmd_exec(struct kv_ctx *x);
+int kv_cmd_discard(struct kv_ctx *x);
+int kv_cmd_watch(struct kv_ctx *x);
+int kv_cmd_unwatch(struct kv_ctx *x);
+
+/* ---- session.c ---------------------------------------------------------- */
+
+void kv_session_init(struct kv_session *s, struct kv_server *srv);
+int kv_cmd_ping(struct kv_ctx *x);
+int kv_cmd_echo(struct kv_ctx *x);
+int kv_cmd_quit(struct kv_ctx *x);
+int kv_cmd_select(struct kv_ctx *x);
+void kv_session_fini(struct kv_session *s, struct kv_server *srv);
+int kv_cmd_client_id(struct kv_ctx *x);
+int kv_cmd_client_getname(struct kv_ctx *x);
+int kv_cmd_client_setname(struct kv_ctx *x);
+int kv_cmd_client_help(struct kv_ctx *x);
+int kv_cmd_hello(struct kv_ctx *x);
+int kv_cmd_auth(struct kv_ctx *x);
 
 /* ---- client.c ----------------------------------------------------------- */
 
@@ -269,7 +371,25 @@ struct kv_server {
     unsigned port;            /* bound port */
     uint64_t protocol_errors; /* counters, atomically updated */
     uint64_t commands;
+    uint64_t next_client_id; /* atomically updated */
 };
+
+/* Lock the shard of key argument @p i and look the key up (NULL: missing
+ * or expired); *hp gets its hash, for kv_key_unlock and other store calls. */
+static inline struct kv_entry *
+kv_key_lock_find(struct kv_ctx *x, int i, uint64_t *hp)
+{
+    uint64_t h = kv_arg_hash(x, i);
+    *hp = h;
+    kv_store_lock(x->srv->store, kv_shard_of(h));
+    return kv_store_find_locked(x->srv->store, h, x->argv[i].p, x->argv[i].len, x->now_ms);
+}
+
+static inline void
+kv_key_unlock(struct kv_ctx *x, uint64_t h)
+{
+    kv_store_unlock(x->srv->store, kv_shard_of(h));
+}
 
 int kv_server_start(struct kv_server *srv, const struct kv_config *cfg, struct nbuf_pool *pool);
 void kv_server_stop(struct kv_server *srv);

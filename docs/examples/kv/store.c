@@ -2,9 +2,12 @@
 /*
  * The keyspace: 64 shards, each a chained hash table with its own lock (taken
  * only when the server runs several threads) and simple doubling/halving
- * resize. An entry holds its key and either its value inline (small values)
- * or references to nbuf buffers whose readable bytes are the value. Expiry
- * is lazy on lookup plus a bounded periodic sweep (kv_store_sweep).
+ * resize. An entry holds its key and either its value inline
+ * (small values) or references to nbuf buffers whose readable bytes are the
+ * value. Expiry is lazy on lookup plus a bounded periodic sweep
+ * (kv_store_sweep). Every change to a key (put, delete, expiry, a new TTL,
+ * a flush) tells the WATCH registry (watch.c), at the cost of one branch
+ * while no key of the shard is watched.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,29 +15,13 @@
 #include <sys/random.h>
 
 #include "kv.h"
+#include "store_int.h"
 
 #define KV_MIN_BUCKETS 16u
 
-/*
- * One shard. Invariants: nbuckets = mask + 1 is a power of two >= 16; every
- * entry sits in bucket (hash & mask); count is the number of entries and
- * nexpires those with expire_ms != 0. Synchronization: lock (if the store is
- * locked), else the single event-loop thread.
- */
-struct kv_shard {
-    pthread_mutex_t lock;
-    struct kv_entry **buckets;
-    uint32_t mask;
-    uint32_t sweep_cursor;
-    uint64_t count;
-    uint64_t nexpires;
-} __attribute__((aligned(64)));
-
-struct kv_store {
-    struct kv_shard shards[KV_SHARDS];
-    uint64_t seed;
-    bool locked;
-};
+/* kv_store_lock_all's depth on this thread: while it is held, the single
+ * and mask locks are no-ops for this thread (EXEC runs commands under it). */
+static _Thread_local unsigned all_held;
 
 /* ---- hashing: a small wyhash-style multiply-mix, seeded per process ---- */
 
@@ -84,25 +71,19 @@ kv_hash(const struct kv_store *s, const void *key, size_t klen)
     return mix(a ^ 0x8ebc6af09c88c6e3ull, b ^ h ^ 0x589965cc75374cc3ull);
 }
 
-unsigned
-kv_shard_of(uint64_t hash)
-{
-    return (unsigned)(hash >> 58) & (KV_SHARDS - 1);
-}
-
 /* ---- locking ---- */
 
 void
 kv_store_lock(struct kv_store *s, unsigned shard)
 {
-    if (s->locked)
+    if (s->locked && !all_held)
         pthread_mutex_lock(&s->shards[shard].lock);
 }
 
 void
 kv_store_unlock(struct kv_store *s, unsigned shard)
 {
-    if (s->locked)
+    if (s->locked && !all_held)
         pthread_mutex_unlock(&s->shards[shard].lock);
 }
 
@@ -110,7 +91,7 @@ kv_store_unlock(struct kv_store *s, unsigned shard)
 void
 kv_store_lock_mask(struct kv_store *s, uint64_t mask)
 {
-    if (!s->locked)
+    if (!s->locked || all_held)
         return;
     for (unsigned i = 0; i < KV_SHARDS; i++)
         if (mask & (1ull << i))
@@ -120,11 +101,31 @@ kv_store_lock_mask(struct kv_store *s, uint64_t mask)
 void
 kv_store_unlock_mask(struct kv_store *s, uint64_t mask)
 {
-    if (!s->locked)
+    if (!s->locked || all_held)
         return;
     for (unsigned i = KV_SHARDS; i-- > 0;)
         if (mask & (1ull << i))
             pthread_mutex_unlock(&s->shards[i].lock);
+}
+
+/* Every shard (ascending), for a whole transaction or a scan of all keys;
+ * nests on one thread, and the other lock calls of this thread do nothing
+ * until the outermost kv_store_unlock_all. */
+void
+kv_store_lock_all(struct kv_store *s)
+{
+    if (!s->locked)
+        return;
+    if (all_held == 0) /* before the count: lock_mask does nothing while held */
+        kv_store_lock_mask(s, ~0ull);
+    all_held++;
+}
+
+void
+kv_store_unlock_all(struct kv_store *s)
+{
+    if (s->locked && --all_held == 0)
+        kv_store_unlock_mask(s, ~0ull);
 }
 
 /* ---- entries ---- */
@@ -206,13 +207,6 @@ kv_entry_copy(struct kv_entry *e, size_t off, void *dst, size_t n)
     return done;
 }
 
-static inline bool
-entry_expired(const struct kv_entry *e, int64_t now_ms)
-{
-    /* As Redis: a key is expired once now is past its expire time. */
-    return e->expire_ms != 0 && now_ms > e->expire_ms;
-}
-
 /* ---- tables ---- */
 
 static int
@@ -257,12 +251,13 @@ unlink_free_locked(struct kv_shard *sh, struct kv_entry **link, struct kv_entry 
     sh->count--;
     if (e->expire_ms)
         sh->nexpires--;
+    kv_watch_touch_locked(sh, e->hash, e->data, e->klen);
     entry_free(e);
 }
 
 /* The link that points at the live entry for key, or at the chain's NULL
  * end; expired entries met on the way are removed. */
-static struct kv_entry **
+static inline __attribute__((always_inline)) struct kv_entry **
 find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen, int64_t now_ms)
 {
     struct kv_entry **link = &sh->buckets[h32 & sh->mask];
@@ -270,7 +265,7 @@ find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen
 
     while ((e = *link)) {
         if (e->hash == h32 && e->klen == klen && memcmp(e->data, key, klen) == 0) {
-            if (entry_expired(e, now_ms)) {
+            if (kv_entry_expired(e, now_ms)) {
                 unlink_free_locked(sh, link, e);
                 continue; /* *link is now the next entry */
             }
@@ -279,6 +274,14 @@ find_link_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen
         link = &e->next;
     }
     return link;
+}
+
+/* For watch.c: what find_link_locked finds (expired entries deleted). */
+struct kv_entry *
+kv_shard_find_locked(struct kv_shard *sh, uint32_t h32, const void *key, size_t klen,
+                     int64_t now_ms)
+{
+    return *find_link_locked(sh, h32, key, klen, now_ms);
 }
 
 struct kv_entry *
@@ -305,6 +308,7 @@ kv_store_put_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
         e->expire_ms = old->expire_ms;
     if (e->expire_ms)
         sh->nexpires++;
+    kv_watch_touch_locked(sh, (uint32_t)hash, key, klen);
     if (old) {
         e->next = old->next;
         *link = e;
@@ -333,6 +337,39 @@ kv_store_del_locked(struct kv_store *s, uint64_t hash, const void *key, size_t k
     return 1;
 }
 
+/* Give entry @p e (found under @p hash) the absolute expiry @p expire_ms
+ * (0: none). An expiry already past is the caller's to delete instead. */
+void
+kv_store_expire_locked(struct kv_store *s, uint64_t hash, struct kv_entry *e, int64_t expire_ms)
+{
+    struct kv_shard *sh = &s->shards[kv_shard_of(hash)];
+
+    if (e->expire_ms && !expire_ms)
+        sh->nexpires--;
+    else if (!e->expire_ms && expire_ms)
+        sh->nexpires++;
+    e->expire_ms = expire_ms;
+    kv_watch_touch_locked(sh, e->hash, e->data, e->klen);
+}
+
+/* Call @p fn on every live entry (all shards locked by the caller, with
+ * kv_store_lock_all) until it returns nonzero. @return that value, or 0. */
+int
+kv_store_each_locked(struct kv_store *s, int64_t now_ms, kv_entry_fn fn, void *arg)
+{
+    for (unsigned i = 0; i < KV_SHARDS; i++) {
+        struct kv_shard *sh = &s->shards[i];
+        for (uint32_t b = 0; b <= sh->mask; b++) {
+            for (struct kv_entry *e = sh->buckets[b]; e; e = e->next) {
+                int r = kv_entry_expired(e, now_ms) ? 0 : fn(e, arg);
+                if (r)
+                    return r;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Shard by shard (one lock at a time): under concurrent writes the sum is
  * a moment's approximation, as for any size read while others write. */
 uint64_t
@@ -358,6 +395,8 @@ kv_store_counts(struct kv_store *s, uint64_t *keys, uint64_t *expires)
 static void
 shard_clear_locked(struct kv_shard *sh)
 {
+    if (sh->watches)
+        kv_watch_flush_locked(sh);
     for (uint32_t i = 0; i <= sh->mask; i++) {
         struct kv_entry *e = sh->buckets[i];
         while (e) {
@@ -402,7 +441,7 @@ kv_store_sweep(struct kv_store *s, unsigned shard, int64_t now_ms, unsigned budg
         struct kv_entry **link = &sh->buckets[b];
         struct kv_entry *e;
         while ((e = *link)) {
-            if (entry_expired(e, now_ms)) {
+            if (kv_entry_expired(e, now_ms)) {
                 unlink_free_locked(sh, link, e);
                 dropped++;
             } else {

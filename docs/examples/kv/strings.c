@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The string commands: GET, SET, DEL, EXISTS, MSET, MGET, STRLEN, TTL, PTTL,
- * GETRANGE, INCR/DECR[BY], APPEND. Replies and errors follow Redis 7.0's
- * t_string.c byte for byte. Values move between request, store and reply as
+ * The string commands: GET, SET, SETNX, SETEX, PSETEX, GETSET, MSET, MGET,
+ * STRLEN, GETRANGE, INCR/DECR[BY], APPEND. Replies and errors follow Redis
+ * 7.0's t_string.c byte for byte. Values move between request, store and reply as
  * buffer references wherever they are large (see client.c for the copy rule).
  */
 #include <errno.h>
@@ -115,15 +115,11 @@ put_arg(struct kv_ctx *x, uint64_t h, int k, struct kv_arg *a, int64_t expire_ms
 int
 kv_cmd_get(struct kv_ctx *x)
 {
-    uint64_t h = kv_arg_hash(x, 1);
-    unsigned sh = kv_shard_of(h);
-    struct kv_entry *e;
-    int r;
+    uint64_t h;
+    struct kv_entry *e = kv_key_lock_find(x, 1, &h);
+    int r = e ? kv_reply_entry(x->out, e, 0, e->vlen) : kv_reply_null(x->out);
 
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
-    r = e ? kv_reply_entry(x->out, e, 0, e->vlen) : kv_reply_null(x->out);
-    kv_store_unlock(STORE(x), sh);
+    kv_key_unlock(x, h);
     return r;
 }
 
@@ -137,6 +133,65 @@ kv_cmd_get(struct kv_ctx *x)
 #define SET_PXAT (1u << 7)
 #define SET_ANY_TTL (SET_EX | SET_PX | SET_EXAT | SET_PXAT)
 
+/* The write after SET's options, of value argument @p vi (SET_* flags, an
+ * absolute @p expire or 0): the old value first for GET, nothing when NX or
+ * XX says no. @p setnx answers :1 / :0 instead of +OK / nil. */
+static inline __attribute__((always_inline)) int
+set_generic(struct kv_ctx *x, int vi, unsigned flags, int64_t expire, bool setnx)
+{
+    uint64_t h = kv_arg_hash(x, 1);
+    unsigned sh = kv_shard_of(h);
+    struct kv_entry *e = NULL;
+    int r = 0;
+
+    kv_store_lock(STORE(x), sh);
+    if (flags & (SET_NX | SET_XX | SET_GET))
+        e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
+    if (flags & SET_GET)
+        r = e ? kv_reply_entry(x->out, e, 0, e->vlen) : kv_reply_null(x->out);
+    if ((flags & SET_NX && e) || (flags & SET_XX && !e)) {
+        if (!(flags & SET_GET))
+            r = setnx ? kv_reply_int(x->out, 0) : kv_reply_null(x->out);
+        goto out_unlock;
+    }
+    if (!r)
+        r = put_arg(x, h, 1, &x->argv[vi], expire, flags & SET_KEEPTTL);
+    if (!r && !(flags & SET_GET))
+        r = setnx ? kv_reply_int(x->out, 1) : kv_reply_ok(x->out);
+out_unlock:
+    kv_store_unlock(STORE(x), sh);
+    return r;
+}
+
+/* Redis's getExpireMillisecondsOrReply: argument @p i (> 0, in seconds if
+ * @p secs, from now if @p relative) as an absolute time in ms in *out, or
+ * an error replied (*replied set; @return the reply's result). */
+static int
+expire_arg(struct kv_ctx *x, int i, bool secs, bool relative, const char *name, int64_t *out,
+           bool *replied)
+{
+    long long ms;
+
+    *replied = true;
+    if (!kv_arg_ll(x, i, &ms))
+        return kv_reply_not_int(x);
+    if (ms <= 0 || (secs && ms > LLONG_MAX / 1000))
+        goto out_bad;
+    if (secs)
+        ms *= 1000;
+    if (relative) {
+        if (ms > LLONG_MAX - now_ms(x))
+            goto out_bad;
+        ms += now_ms(x);
+    }
+    *replied = false;
+    *out = ms;
+    return 0;
+
+out_bad:
+    return kv_reply_error(x->out, "ERR invalid expire time in '%s' command", name);
+}
+
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL], parsed as
  * Redis's parseExtendedStringArgumentsOrReply (repeats allowed, conflicts a
  * syntax error, the last expire wins). */
@@ -146,10 +201,6 @@ kv_cmd_set(struct kv_ctx *x)
     unsigned flags = 0;
     int exp_i = -1;
     int64_t expire = 0;
-    uint64_t h;
-    unsigned sh;
-    struct kv_entry *e = NULL;
-    int r = 0;
 
     for (int j = 3; j < x->argc; j++) {
         const struct kv_arg *o = &x->argv[j];
@@ -183,84 +234,52 @@ kv_cmd_set(struct kv_ctx *x)
         }
     }
     if (exp_i >= 0) {
-        long long ms;
-        bool secs = flags & (SET_EX | SET_EXAT);
-        if (!kv_arg_ll(x, exp_i, &ms))
-            return kv_reply_not_int(x);
-        if (ms <= 0 || (secs && ms > LLONG_MAX / 1000))
-            goto out_bad_expire;
-        if (secs)
-            ms *= 1000;
-        if (flags & (SET_EX | SET_PX)) {
-            if (ms > LLONG_MAX - now_ms(x))
-                goto out_bad_expire;
-            ms += now_ms(x);
-        }
-        expire = ms;
+        bool replied;
+        int r = expire_arg(x, exp_i, flags & (SET_EX | SET_EXAT), flags & (SET_EX | SET_PX), "set",
+                           &expire, &replied);
+        if (replied)
+            return r;
     }
-
-    h = kv_arg_hash(x, 1);
-    sh = kv_shard_of(h);
-    kv_store_lock(STORE(x), sh);
-    if (flags & (SET_NX | SET_XX | SET_GET))
-        e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
-    if (flags & SET_GET)
-        r = e ? kv_reply_entry(x->out, e, 0, e->vlen) : kv_reply_null(x->out);
-    if ((flags & SET_NX && e) || (flags & SET_XX && !e)) {
-        if (!(flags & SET_GET))
-            r = kv_reply_null(x->out);
-        goto out_unlock;
-    }
-    if (!r)
-        r = put_arg(x, h, 1, &x->argv[2], expire, flags & SET_KEEPTTL);
-    if (!r && !(flags & SET_GET))
-        r = kv_reply_ok(x->out);
-out_unlock:
-    kv_store_unlock(STORE(x), sh);
-    return r;
-
-out_bad_expire:
-    return kv_reply_error(x->out, "ERR invalid expire time in 'set' command");
+    return set_generic(x, 2, flags, expire, false);
 }
 
-static uint64_t
-keys_mask(const struct kv_ctx *x, int first, int step)
-{
-    uint64_t mask = 0;
-    for (int i = first; i < x->argc; i += step)
-        mask |= 1ull << kv_shard_of(kv_arg_hash(x, i));
-    return mask;
-}
-
-/* DEL and EXISTS: count the keys (EXISTS counts repeats, as Redis). */
+/* SETEX key seconds value, PSETEX key milliseconds value. */
 static int
-del_or_exists(struct kv_ctx *x, bool del)
+setex_generic(struct kv_ctx *x, bool secs, const char *name)
 {
-    uint64_t mask = keys_mask(x, 1, 1);
-    long long n = 0;
+    int64_t expire;
+    bool replied;
+    int r = expire_arg(x, 2, secs, true, name, &expire, &replied);
 
-    kv_store_lock_mask(STORE(x), mask);
-    for (int i = 1; i < x->argc; i++) {
-        uint64_t h = kv_arg_hash(x, i);
-        if (del)
-            n += kv_store_del_locked(STORE(x), h, x->argv[i].p, x->argv[i].len, now_ms(x));
-        else
-            n += kv_store_find_locked(STORE(x), h, x->argv[i].p, x->argv[i].len, now_ms(x)) != NULL;
-    }
-    kv_store_unlock_mask(STORE(x), mask);
-    return kv_reply_int(x->out, n);
+    if (replied)
+        return r;
+    return set_generic(x, 3, secs ? SET_EX : SET_PX, expire, false);
 }
 
 int
-kv_cmd_del(struct kv_ctx *x)
+kv_cmd_setex(struct kv_ctx *x)
 {
-    return del_or_exists(x, true);
+    return setex_generic(x, true, "setex");
 }
 
 int
-kv_cmd_exists(struct kv_ctx *x)
+kv_cmd_psetex(struct kv_ctx *x)
 {
-    return del_or_exists(x, false);
+    return setex_generic(x, false, "psetex");
+}
+
+/* SETNX key value: SET NX answering 1 (set) or 0. */
+int
+kv_cmd_setnx(struct kv_ctx *x)
+{
+    return set_generic(x, 2, SET_NX, 0, true);
+}
+
+/* GETSET key value: SET GET (the TTL goes, as with SET). */
+int
+kv_cmd_getset(struct kv_ctx *x)
+{
+    return set_generic(x, 2, SET_GET, 0, false);
 }
 
 int
@@ -271,7 +290,7 @@ kv_cmd_mset(struct kv_ctx *x)
 
     if (x->argc % 2 == 0)
         return kv_reply_error(x->out, "ERR wrong number of arguments for 'mset' command");
-    mask = keys_mask(x, 1, 2);
+    mask = kv_keys_mask(x, 1, 2);
     kv_store_lock_mask(STORE(x), mask);
     for (int i = 1; i < x->argc && !r; i += 2)
         r = put_arg(x, kv_arg_hash(x, i), i, &x->argv[i + 1], 0, false);
@@ -282,7 +301,7 @@ kv_cmd_mset(struct kv_ctx *x)
 int
 kv_cmd_mget(struct kv_ctx *x)
 {
-    uint64_t mask = keys_mask(x, 1, 1);
+    uint64_t mask = kv_keys_mask(x, 1, 1);
     int r = kv_reply_array(x->out, x->argc - 1);
 
     kv_store_lock_mask(STORE(x), mask);
@@ -298,54 +317,12 @@ kv_cmd_mget(struct kv_ctx *x)
 int
 kv_cmd_strlen(struct kv_ctx *x)
 {
-    uint64_t h = kv_arg_hash(x, 1);
-    unsigned sh = kv_shard_of(h);
-    struct kv_entry *e;
-    long long n;
+    uint64_t h;
+    struct kv_entry *e = kv_key_lock_find(x, 1, &h);
+    long long n = e ? e->vlen : 0;
 
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
-    n = e ? e->vlen : 0;
-    kv_store_unlock(STORE(x), sh);
+    kv_key_unlock(x, h);
     return kv_reply_int(x->out, n);
-}
-
-/* TTL and PTTL: -2 missing, -1 persistent, else what is left (TTL rounds). */
-static int
-ttl_generic(struct kv_ctx *x, bool ms)
-{
-    uint64_t h = kv_arg_hash(x, 1);
-    unsigned sh = kv_shard_of(h);
-    struct kv_entry *e;
-    long long t;
-
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
-    if (!e) {
-        t = -2;
-    } else if (!e->expire_ms) {
-        t = -1;
-    } else {
-        t = e->expire_ms - now_ms(x);
-        if (t < 0)
-            t = 0;
-        if (!ms)
-            t = (t + 500) / 1000;
-    }
-    kv_store_unlock(STORE(x), sh);
-    return kv_reply_int(x->out, t);
-}
-
-int
-kv_cmd_ttl(struct kv_ctx *x)
-{
-    return ttl_generic(x, false);
-}
-
-int
-kv_cmd_pttl(struct kv_ctx *x)
-{
-    return ttl_generic(x, true);
 }
 
 int
@@ -353,16 +330,12 @@ kv_cmd_getrange(struct kv_ctx *x)
 {
     long long start, end, len;
     uint64_t h;
-    unsigned sh;
     struct kv_entry *e;
     int r;
 
     if (!kv_arg_ll(x, 2, &start) || !kv_arg_ll(x, 3, &end))
         return kv_reply_not_int(x);
-    h = kv_arg_hash(x, 1);
-    sh = kv_shard_of(h);
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
+    e = kv_key_lock_find(x, 1, &h);
     len = e ? e->vlen : 0;
     /* Redis's getrangeCommand index arithmetic, step by step. */
     if (!e || (start < 0 && end < 0 && start > end)) {
@@ -384,23 +357,20 @@ kv_cmd_getrange(struct kv_ctx *x)
     else
         r = kv_reply_entry(x->out, e, (size_t)start, (size_t)(end - start + 1));
 out_unlock:
-    kv_store_unlock(STORE(x), sh);
+    kv_key_unlock(x, h);
     return r;
 }
 
 static int
 incr_by(struct kv_ctx *x, long long incr)
 {
-    uint64_t h = kv_arg_hash(x, 1);
-    unsigned sh = kv_shard_of(h);
-    struct kv_entry *e;
+    uint64_t h;
+    struct kv_entry *e = kv_key_lock_find(x, 1, &h);
     long long v = 0;
     char buf[24];
     struct kv_val val;
     int r;
 
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
     if (e && (e->vlen >= 21 || kv_entry_copy(e, 0, buf, e->vlen) != e->vlen ||
               !kv_string2ll(buf, e->vlen, &v))) {
         r = kv_reply_not_int(x);
@@ -419,7 +389,7 @@ incr_by(struct kv_ctx *x, long long incr)
     if (!r)
         r = kv_reply_int(x->out, v);
 out_unlock:
-    kv_store_unlock(STORE(x), sh);
+    kv_key_unlock(x, h);
     return r;
 }
 
@@ -512,6 +482,7 @@ append_entry(struct kv_ctx *x, uint64_t h, struct kv_entry *e, struct kv_arg *a,
             if ((r = nbuf_write(t, a->p, a->len)))
                 return r;
             e->vlen = (uint32_t)total;
+            kv_store_touch_locked(STORE(x), h, x->argv[1].p, x->argv[1].len);
             return 0;
         }
     }
@@ -594,14 +565,11 @@ int
 kv_cmd_append(struct kv_ctx *x)
 {
     struct kv_arg *a = &x->argv[2];
-    uint64_t h = kv_arg_hash(x, 1);
-    unsigned sh = kv_shard_of(h);
-    struct kv_entry *e;
+    uint64_t h;
+    struct kv_entry *e = kv_key_lock_find(x, 1, &h);
     long long total;
-    int r;
+    int r = 0;
 
-    kv_store_lock(STORE(x), sh);
-    e = kv_store_find_locked(STORE(x), h, x->argv[1].p, x->argv[1].len, now_ms(x));
     if (!e) {
         total = (long long)a->len;
         r = put_arg(x, h, 1, a, 0, false);
@@ -612,11 +580,14 @@ kv_cmd_append(struct kv_ctx *x)
                                "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
             goto out_unlock;
         }
-        r = a->len ? append_entry(x, h, e, a, (size_t)total) : 0;
+        if (a->len)
+            r = append_entry(x, h, e, a, (size_t)total);
+        else /* Redis counts an empty APPEND as a change (WATCH) */
+            kv_store_touch_locked(STORE(x), h, x->argv[1].p, x->argv[1].len);
     }
     if (!r)
         r = kv_reply_int(x->out, total);
 out_unlock:
-    kv_store_unlock(STORE(x), sh);
+    kv_key_unlock(x, h);
     return r;
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""redis-cli against nbuf-kv: commands as arguments, as lines on stdin, -x
-(a binary value from stdin) with --raw read-back, -r repeats, --pipe mass
-insertion (RESP on stdin), and error display."""
+"""redis-cli against nbuf-kv: commands as arguments, as lines on stdin (also
+a MULTI/EXEC block), -x (a binary value from stdin) with --raw read-back, -r
+repeats, --pipe mass insertion (RESP on stdin), and error display."""
 
 import os
 import random
@@ -47,6 +47,14 @@ def main():
         # Commands as lines on stdin (redis-cli splits them like inline args).
         rc, out = cli(port, stdin=b'SET q "a b"\nAPPEND q c\nGET q\nSTRLEN q\n')
         ck.eq("stdin lines", (rc, out), (0, b"OK\n4\na bc\n4\n"))
+
+        # A transaction and the key commands, typed as lines (one connection).
+        rc, out = cli(port, "--no-raw", stdin=b"MULTI\nSET t 1\nINCR t\nEXPIRE t 100\nEXEC\n"
+                      b"TTL t\nKEYS t*\nCLIENT SETNAME cli\nCLIENT GETNAME\n")
+        ck.eq("multi/exec lines", (rc, out),
+              (0, b'OK\nQUEUED\nQUEUED\nQUEUED\n1) OK\n2) (integer) 2\n3) (integer) 1\n'
+                  b'(integer) 100\n1) "t"\nOK\n"cli"\n'))
+        ck.eq("del t", cli(port, "DEL", "t"), (0, b"1\n"))
 
         # -x: the last argument from stdin, binary; read back with --raw.
         blob = random.Random(7).randbytes(300000)

@@ -2,9 +2,16 @@
 # SPDX-License-Identifier: MIT
 """Differential test: one random pipelined command stream (binary values of
 0 B - 256 KiB, numbers and their edge cases, option mixes, wrong arities,
-unknown commands, some inline requests) goes to nbuf-kv and to a real
+unknown commands, some inline requests; the string and key commands, the
+EXPIRE family, KEYS patterns, MULTI/EXEC/DISCARD blocks with WATCH, CLIENT
+SETNAME/GETNAME, HELLO's and AUTH's errors) goes to nbuf-kv and to a real
 redis-server, each cut at its own random byte boundaries as it is sent, and
-the replies are compared byte for byte, one by one.
+the replies are compared byte for byte, one by one. Two kinds are compared
+after a normalisation: KEYS (order: sorted) and TTL, PTTL, EXPIRETIME,
+PEXPIRETIME (a positive value, which depends on when it ran, counts as
+equal to any positive value). Expiry times are chosen so that no key
+expires during the run and every NX/XX/GT/LT comparison has the same
+outcome on both servers whenever it runs.
 
 KV_DIFF_SEED picks the stream (printed), KV_DIFF_COMMANDS its length."""
 
@@ -21,9 +28,23 @@ from kvtest import Conn, encode, log, skip_unless, start_kv, start_redis  # noqa
 TIME_LIMIT = 120  # seconds for the whole exchange, per server
 
 
+# Relative expiries (ms from now) of every source are far apart and far from
+# the absolute ones (2096 to 2100), so comparisons never depend on timing;
+# GT and LT only go with the absolute forms (two equal relative times set
+# at different moments compare by when they ran).
+EXPIRE_SECS = [b"5000", b"50000000"]
+PEXPIRE_MS = [b"20000000", b"30000000000"]
+EXPIREAT_SECS = [b"4102444800", b"4000000000", b"1"]
+PEXPIREAT_MS = [b"4102444800123", b"4000000000500", b"1000"]
+BAD_TIMES = [b"0", b"-5", b"abc", b"", b"9223372036854775807", b"9223372036854775",
+             b"-9223372036854775808", b"9223372036854"]
+NORMALIZED = {b"KEYS", b"TTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME"}
+
+
 class Gen:
     def __init__(self, rng):
         self.r = rng
+        self.in_multi = False
         self.keys = [f"k{i}".encode() for i in range(24)]
         self.keys += [rng.randbytes(rng.randint(1, 24)) for _ in range(8)]
         self.keys += [b"big:" + rng.randbytes(rng.randint(1000, 5000)) for _ in range(2)]
@@ -80,13 +101,78 @@ class Gen:
                                                           b"9223372036854775807"]))
         return opts
 
+    def pattern(self):
+        r = self.r
+        k = bytearray(self.key()[:8])
+        for _ in range(r.randint(0, 3)):
+            i = r.randint(0, len(k))
+            k[i:i + r.randint(0, 2)] = r.choice([b"*", b"?", b"[k]", b"[^a]", b"[0-9]", b"\\",
+                                                  b"[", b"**", b"k"])
+        return bytes(k) if r.random() < 0.9 else r.choice([b"*", b"k*", b"big:*", b"k[1-2]*"])
+
+    def expire(self):
+        r = self.r
+        name = r.choice([b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT"])
+        at = name.endswith(b"AT")
+        if r.random() < 0.1:
+            t = r.choice(BAD_TIMES)
+        else:
+            t = r.choice({b"EXPIRE": EXPIRE_SECS, b"PEXPIRE": PEXPIRE_MS,
+                          b"EXPIREAT": EXPIREAT_SECS, b"PEXPIREAT": PEXPIREAT_MS}[name])
+        opts = [b"NX", b"XX", b"nx"] + ([b"GT", b"LT", b"gt"] if at else []) + [b"FOO"]
+        return [name, self.key(), t] + [r.choice(opts) for _ in range(r.choice([0, 0, 1, 2]))]
+
     def command(self):
         r = self.r
-        c = r.choices(
-            ["set", "get", "del", "exists", "incr", "decr", "incrby", "decrby", "append",
-             "strlen", "mset", "mget", "getrange", "dbsize", "ping", "echo", "select",
-             "unknown", "arity", "flushall"],
-            weights=[25, 20, 4, 4, 4, 2, 3, 3, 6, 3, 4, 4, 5, 1, 2, 2, 1, 1, 2, 0.2])[0]
+        names = ["set", "get", "del", "exists", "incr", "decr", "incrby", "decrby", "append",
+                 "strlen", "mset", "mget", "getrange", "dbsize", "ping", "echo", "select",
+                 "unknown", "arity", "flushall", "setnx", "getset", "setex", "expire",
+                 "persist", "type", "multi", "exec", "discard", "watch", "unwatch", "client",
+                 "hello", "auth", "keys", "ttl"]
+        weights = [25, 20, 4, 4, 4, 2, 3, 3, 6, 3, 4, 4, 5, 1, 2, 2, 1, 1, 2, 0.2, 2, 2, 2, 6,
+                   2, 1, 2, 0.5, 0.3, 1.5, 0.5, 1, 0.3, 0.2, 1, 3]
+        if self.in_multi:
+            # Queued: nothing whose reply needs normalising (it would sit inside
+            # EXEC's array); end the block soon.
+            weights[names.index("exec")] = 10
+            weights[names.index("discard")] = 2
+            weights[names.index("keys")] = weights[names.index("ttl")] = 0
+        c = r.choices(names, weights=weights)[0]
+        if c in ("multi", "exec", "discard"):
+            self.in_multi = c == "multi"
+            return [c.upper().encode()]
+        if c == "setnx":
+            return [b"SETNX", self.key(), self.value()]
+        if c == "getset":
+            return [b"GETSET", self.key(), self.value()]
+        if c == "setex":
+            name = r.choice([b"SETEX", b"PSETEX"])
+            t = r.choice(BAD_TIMES) if r.random() < 0.1 else (
+                b"100000000" if name == b"SETEX" else b"100000000000")
+            return [name, self.key(), t, self.value()]
+        if c == "expire":
+            return self.expire()
+        if c in ("persist", "type"):
+            return [c.upper().encode(), self.key()]
+        if c == "ttl":
+            return [r.choice([b"TTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME"]), self.key()]
+        if c == "keys":
+            return [b"KEYS", self.pattern()]
+        if c == "watch":
+            return [b"WATCH"] + [self.key() for _ in range(r.randint(1, 3))]
+        if c == "unwatch":
+            return [b"UNWATCH"]
+        if c == "client":
+            return r.choice([[b"CLIENT", b"SETNAME", r.choice([b"conn-1", b"x", b"", b"a b",
+                                                               b"\xff", b"n\nl"])],
+                             [b"CLIENT", b"GETNAME"], [b"CLIENT", b"NOSUCH"],
+                             [b"client", b"setname"], [b"CLIENT", b"GETNAME", b"x"]])
+        if c == "hello":  # errors only: a real HELLO 3 would switch redis-server to RESP3
+            return r.choice([[b"HELLO", b"x"], [b"HELLO", b"1"], [b"HELLO", b"4"],
+                             [b"HELLO", b"2", b"FOO"], [b"HELLO", b"2", b"AUTH", b"u"],
+                             [b"HELLO", b"2", b"SETNAME"], [b"HELLO", b"02"]])
+        if c == "auth":
+            return r.choice([[b"AUTH", b"pw"], [b"AUTH", b"a", b"b", b"c"]])
         if c == "set":
             return [b"SET", self.key(), self.value()] + self.set_options()
         if c == "get":
@@ -125,10 +211,33 @@ class Gen:
             return [r.choice([b"FOO", b"getx", b"x" * 200])] + [
                 self.value()[:300] for _ in range(r.randint(0, 3))]
         if c == "arity":
-            return r.choice([[b"GET"], [b"GET", b"a", b"b"], [b"SET", b"a"], [b"INCR"],
-                             [b"GETRANGE", b"a", b"1"], [b"ECHO"], [b"DBSIZE", b"x"],
-                             [b"STRLEN"], [b"APPEND", b"a"], [b"MGET"], [b"PING", b"a", b"b"]])
+            a = r.choice([[b"GET"], [b"GET", b"a", b"b"], [b"SET", b"a"], [b"INCR"],
+                          [b"GETRANGE", b"a", b"1"], [b"ECHO"], [b"DBSIZE", b"x"],
+                          [b"STRLEN"], [b"APPEND", b"a"], [b"MGET"], [b"PING", b"a", b"b"],
+                          [b"EXPIRE", b"a"], [b"SETNX", b"a"], [b"TYPE"], [b"KEYS"],
+                          [b"WATCH"], [b"CLIENT"], [b"UNWATCH", b"x"], [b"PERSIST"],
+                          [b"MULTI", b"x"], [b"EXEC", b"x"], [b"DISCARD", b"x"],
+                          [b"SETEX", b"a", b"1"]])
+            if a[0] == b"EXEC":  # a refused EXEC discards the transaction
+                self.in_multi = False
+            return a
         return [b"FLUSHALL"] + ([r.choice([b"ASYNC", b"SYNC", b"x"])] if r.random() < 0.3 else [])
+
+
+def normalize(reply):
+    """KEYS: the elements sorted; TTL and the like: any positive value alike."""
+    if reply.startswith(b":") and reply[1:2] not in (b"-", b"0"):
+        return b":+\r\n"
+    if not reply.startswith(b"*") or reply.startswith(b"*-1"):
+        return reply
+    i = reply.index(b"\r\n")
+    n, pos, items = int(reply[1:i]), i + 2, []
+    for _ in range(n):
+        e = reply.index(b"\r\n", pos)
+        ln = int(reply[pos + 1:e])
+        items.append(reply[pos:e + 2 + ln + 2])
+        pos = e + 4 + ln
+    return reply[:i + 2] + b"".join(sorted(items))
 
 
 def inline_ok(args):
@@ -184,6 +293,8 @@ def main():
     rng = random.Random(seed)
     gen = Gen(rng)
     cmds = [gen.command() for _ in range(n)]
+    if gen.in_multi:
+        cmds[-1] = [b"EXEC"]
     stream = b"".join(wire(rng, a) for a in cmds)
     log(f"stream: {len(stream)} bytes")
 
@@ -201,6 +312,8 @@ def main():
             log(f"FAIL: {len(want)} replies from redis, {len(got)} from nbuf-kv, {n} sent")
             failures += 1
         for i, (w, g) in enumerate(zip(want, got)):
+            if cmds[i][0].upper() in NORMALIZED:
+                w, g = normalize(w), normalize(g)
             if w != g:
                 failures += 1
                 if failures <= 10:
