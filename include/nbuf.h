@@ -5,7 +5,9 @@
  *
  * The only header users need. See nbuf/pool.h for pools, nbuf/buf.h for
  * buffers and views, nbuf/composite.h for composites and the flush,
- * nbuf/io.h for fd-to-fd moves, nbuf/stats.h for statistics.
+ * nbuf/io.h for fd-to-fd moves, nbuf/stats.h for statistics. nbuf/uring.h
+ * (io_uring receives and sends, in a build with io_uring) is not included:
+ * include it yourself.
  */
 #ifndef NBUF_H
 #define NBUF_H

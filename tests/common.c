@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /*
  * Test-only overrides, so that the suite can re-run in other pool shapes
@@ -225,4 +229,24 @@ t_run_thread(void *(*fn)(void *), void *arg)
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, fn, arg), 0);
     cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
+void
+t_tcp_pair(int sv[2])
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(ls, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(ls, 1), 0);
+    cr_assert_eq(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+    sv[0] = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+    sv[1] = accept(ls, NULL, NULL);
+    cr_assert_geq(sv[1], 0);
+    close(ls);
+    int one = 1;
+    setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }

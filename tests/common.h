@@ -61,6 +61,9 @@ void t_thread_assert_ok(void);
 /* Run fn(arg) on a new thread and join it. */
 void t_run_thread(void *(*fn)(void *), void *arg);
 
+/* A connected loopback TCP pair (TCP_NODELAY on both ends), blocking. */
+void t_tcp_pair(int sv[2]);
+
 /* Tests that write pooled memory outside any buffer (chunk runs, raw pairs)
  * unpoison it first (ASan builds poison memory no buffer owns) and poison it
  * again before giving it back. */
