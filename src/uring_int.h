@@ -52,4 +52,9 @@ struct nbuf_uring {
  * NULL when none. A slot with a request counts as pending. */
 struct io_uring_sqe *nbuf_uring_sqe_(struct nbuf_uring *u, struct nbuf_uring_req_ *req);
 
+/* ---- uring_send.c ---- */
+/* Test hook: the most bytes one send submission offers (0: no limit), to
+ * make partial sends on demand. */
+extern size_t nbuf_uring_send_cap_;
+
 #endif /* NBUF_URING_INT_H */

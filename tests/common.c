@@ -250,3 +250,16 @@ t_tcp_pair(int sv[2])
     setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
+
+#if NBUF_HAVE_IO_URING
+#include "nbuf/uring.h"
+
+struct nbuf_uring *
+t_ring_or_skip(void)
+{
+    struct nbuf_uring *u = nbuf_uring_new(64);
+    if (!u)
+        cr_skip_test("no io_uring here: %s", strerror(errno));
+    return u;
+}
+#endif

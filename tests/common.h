@@ -64,6 +64,12 @@ void t_run_thread(void *(*fn)(void *), void *arg);
 /* A connected loopback TCP pair (TCP_NODELAY on both ends), blocking. */
 void t_tcp_pair(int sv[2]);
 
+#if NBUF_HAVE_IO_URING
+/* An io_uring of 64 entries, or the test is skipped when this kernel or
+ * sandbox refuses one. */
+struct nbuf_uring *t_ring_or_skip(void);
+#endif
+
 /* Tests that write pooled memory outside any buffer (chunk runs, raw pairs)
  * unpoison it first (ASan builds poison memory no buffer owns) and poison it
  * again before giving it back. */

@@ -28,16 +28,6 @@ teardown(void)
 
 TestSuite(uring, .init = setup, .fini = teardown, .timeout = 60);
 
-/* A ring, or the test is skipped when this kernel or sandbox refuses. */
-static struct nbuf_uring *
-ring_or_skip(void)
-{
-    struct nbuf_uring *u = nbuf_uring_new(64);
-    if (!u)
-        cr_skip_test("no io_uring here: %s", strerror(errno));
-    return u;
-}
-
 /* ---- a writer thread: frames of many sizes, a pattern per frame ---- */
 
 struct writer {
@@ -149,7 +139,7 @@ check_stream(struct nbuf_composite *c, uint64_t seed, unsigned frames, size_t to
 static void
 round_trip(int sv[2], size_t buf_size, unsigned count, bool multishot, uint64_t seed)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     struct nbuf_uring_bufs *g = nbuf_uring_bufs_new(u, pool, buf_size, count);
     cr_assert_not_null(g, "bufs_new: %s", strerror(errno));
     cr_assert_eq(nbuf_uring_bufs_ready(g), count);
@@ -218,7 +208,7 @@ Test(uring, recv_runs_dry_and_refills)
  * group holds buffers. */
 Test(uring, buffers_are_pool_buffers)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     struct nbuf_uring_bufs *g = nbuf_uring_bufs_new(u, pool, 4096, 8);
     cr_assert_not_null(g);
     struct nbuf_pool_stats st = t_stats(pool);
@@ -260,7 +250,7 @@ Test(uring, buffers_are_pool_buffers)
  * file; drain cancels what is left. */
 Test(uring, recv_peer_closes_mid_stream)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     struct nbuf_uring_bufs *g = nbuf_uring_bufs_new(u, pool, 8192, 4);
     cr_assert_not_null(g);
     int sv[2];
@@ -285,7 +275,7 @@ Test(uring, recv_peer_closes_mid_stream)
 /* Drain with a receive armed and nothing coming: cancelled, then free. */
 Test(uring, drain_cancels_armed_receives)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     struct nbuf_uring_bufs *g = nbuf_uring_bufs_new(u, pool, 512, 2);
     cr_assert_not_null(g);
     int sv[2];
@@ -319,7 +309,7 @@ Test(uring, bad_arguments)
     cr_assert_eq(nbuf_uring_cancel_fd(NULL, 0), -EINVAL);
     cr_assert_eq(nbuf_uring_drain(NULL, 0), -EINVAL);
     cr_assert_eq(nbuf_uring_bufs_free(NULL), -EINVAL);
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     cr_assert_geq(nbuf_uring_fd(u), 0);
     cr_assert_eq(nbuf_uring_cancel_fd(u, -1), -EBADF);
     cr_assert_null(nbuf_uring_bufs_new(NULL, pool, 4096, 4));
@@ -347,7 +337,7 @@ Test(uring, bad_arguments)
 /* A pool whose memory_limit cannot hold the group: ENOMEM, nothing kept. */
 Test(uring, group_larger_than_memory_limit)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     struct nbuf_pool_config cfg;
     nbuf_pool_config_init(&cfg);
     cfg.memory_limit = 4 << 20;
@@ -424,7 +414,7 @@ Test(uring, old_kernel_without_probe)
 static void
 register_fails(int kernel_err, int want)
 {
-    struct nbuf_uring *u = ring_or_skip();
+    struct nbuf_uring *u = t_ring_or_skip();
     nbuf_uring_ops_.register_buf_ring = fail_register;
     inject_err = kernel_err;
     errno = 0;
@@ -488,7 +478,7 @@ ring_thread(void *arg)
 
 Test(uring, thread_exits_holding_buffers)
 {
-    struct nbuf_uring *probe = ring_or_skip();
+    struct nbuf_uring *probe = t_ring_or_skip();
     nbuf_uring_free(probe);
     int sv[2];
     cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);

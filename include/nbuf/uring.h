@@ -25,10 +25,26 @@
  * nbuf_uring_recv_multishot() keeps receiving until end of file, an error
  * or a cancel (nbuf_uring_cancel_fd()).
  *
+ * Sending. A sender (nbuf_uring_sender_new) flushes composites to one
+ * socket with IORING_OP_SENDMSG_ZC: the kernel sends from the slices'
+ * memory itself, so nbuf_uring_sender_flush() moves the composite's memory
+ * into the sender, which keeps every slice referenced until the kernel's
+ * notification says it no longer reads it; then the slices are released
+ * and your callback runs. Any number of flushes may be in flight: their
+ * bytes leave in flush order (one send at a time is in the kernel; a short
+ * send goes on from the next byte) and their callbacks run in that order.
+ * Where zero-copy cannot be had (AF_UNIX sockets, a kernel before 6.1) the
+ * sender copies with IORING_OP_SENDMSG instead, with the same contract,
+ * unless told NBUF_URING_SEND_ZC. Zero-copy pays for large frames (tens of
+ * KiB and up): the notification and the page pinning cost more than a copy
+ * of a small one.
+ *
  * Teardown and pools. A buffer group holds pool buffers for the ring, so
  * nbuf_pool_free() of their pool refuses with -EBUSY (and its leak report)
- * until the group is freed. A group cannot be freed while a receive is
- * armed on it, nor a ring while anything is attached or in flight: each
+ * until the group is freed; likewise a sender holds its pool's buffers
+ * until the sends' notifications (nbuf_uring_sender_unacked() bytes). A
+ * group cannot be freed while a receive is armed on it, a sender while it
+ * holds anything, nor a ring while anything is attached or in flight: each
  * free returns -EBUSY. The order is: nbuf_uring_cancel_fd() (or let the
  * peer close), nbuf_uring_run() until nbuf_uring_pending() is 0, free the
  * groups, the ring, then the pool. nbuf_uring_drain() does the first two.
@@ -61,6 +77,8 @@ extern "C" {
 struct nbuf_uring;
 /** Opaque provided-buffer group of a ring. */
 struct nbuf_uring_bufs;
+/** Opaque sender: composites to one socket through a ring. */
+struct nbuf_uring_sender;
 
 /** @name The ring */
 /**@{*/
@@ -189,6 +207,71 @@ int nbuf_uring_recv(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv_fn fn, vo
  * @return as nbuf_uring_recv().
  */
 int nbuf_uring_recv_multishot(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv_fn fn, void *ctx);
+/**@}*/
+
+/** @name Sending composites */
+/**@{*/
+/** Sender flag: zero-copy or nothing (nbuf_uring_sender_new() fails with
+ *  EOPNOTSUPP where it cannot be had, and so does a send the socket
+ *  refuses it for). */
+#define NBUF_URING_SEND_ZC (1u << 0)
+/** Sender flag: always copy (IORING_OP_SENDMSG). */
+#define NBUF_URING_SEND_COPY (1u << 1)
+
+/**
+ * A flush's piece is finished: @p res is its byte count, all sent, and the
+ * kernel no longer reads its memory (the slices are already released); or
+ * -errno (-EPIPE, -ECONNRESET, -ECANCELED...) when it could not be sent
+ * (how much of it went out before is unknown; the sender is failed).
+ * A flush of more than IOV_MAX (1024) iovecs' worth is several pieces.
+ */
+typedef void (*nbuf_uring_sent_fn)(void *ctx, ssize_t res);
+
+/**
+ * A sender of composites to the socket @p fd (left open; yours to close
+ * after the sender is freed).
+ *
+ * @param flags 0 (zero-copy where it can be had), NBUF_URING_SEND_ZC or
+ *        NBUF_URING_SEND_COPY.
+ * @param fn called for each finished piece (may be NULL).
+ * @return the sender, or NULL with errno = EINVAL (NULL @p u, unknown or
+ *         both flags), EBADF (negative or closed fd), ENOTSOCK, EOPNOTSUPP
+ *         (NBUF_URING_SEND_ZC and a kernel without SENDMSG_ZC, before 6.1,
+ *         or a socket that is not AF_INET/AF_INET6), ENOMEM.
+ * @see nbuf_uring_sender_free
+ */
+struct nbuf_uring_sender *nbuf_uring_sender_new(struct nbuf_uring *u, int fd, unsigned flags,
+                                                nbuf_uring_sent_fn fn, void *ctx);
+
+/**
+ * Queue the memory of @p c for sending: it moves out of @p c (which is left
+ * empty, or holding what follows a file region) into the sender, without a
+ * copy; the sends start at once (the next nbuf_uring_run() submits them).
+ * File regions are not sent: a composite that starts with one is refused
+ * (flush it with nbuf_composite_writev()).
+ *
+ * @return the bytes taken (0 when @p c is empty); -EINVAL (NULL),
+ *         -EOPNOTSUPP (a file region first; nothing taken), -ENOMEM
+ *         (nothing taken by this piece), or the error that failed the
+ *         sender before (-EPIPE, -ECONNRESET...; nothing taken).
+ */
+ssize_t nbuf_uring_sender_flush(struct nbuf_uring_sender *s, struct nbuf_composite *c);
+
+/** Bytes flushed whose memory the sender still holds (not sent yet, or
+ *  sent and waiting for the kernel's notification). */
+size_t nbuf_uring_sender_unacked(const struct nbuf_uring_sender *s);
+
+/** 1 when the sender sends zero-copy, 0 when it copies; -EINVAL for NULL. */
+int nbuf_uring_sender_zerocopy(const struct nbuf_uring_sender *s);
+
+/**
+ * Destroy a sender.
+ *
+ * @return 0; -EBUSY while it holds bytes (nbuf_uring_sender_unacked() > 0:
+ *         run the ring, or drain it) or when called from its own callback;
+ *         -EINVAL for NULL.
+ */
+int nbuf_uring_sender_free(struct nbuf_uring_sender *s);
 /**@}*/
 
 #ifdef __cplusplus
