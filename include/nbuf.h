@@ -5,7 +5,8 @@
  *
  * The only header users need. See nbuf/pool.h for pools, nbuf/buf.h for
  * buffers and views, nbuf/composite.h for composites and the flush,
- * nbuf/io.h for fd-to-fd moves, nbuf/stats.h for statistics. nbuf/uring.h
+ * nbuf/io.h for fd-to-fd moves, nbuf/zerocopy.h for MSG_ZEROCOPY sends,
+ * nbuf/stats.h for statistics. nbuf/uring.h
  * (io_uring receives and sends, in a build with io_uring) is not included:
  * include it yourself.
  */
@@ -23,6 +24,7 @@
 #include "nbuf/buf.h"
 #include "nbuf/composite.h"
 #include "nbuf/io.h"
+#include "nbuf/zerocopy.h"
 #include "nbuf/debug.h"
 
 #ifdef __cplusplus

@@ -263,3 +263,41 @@ t_ring_or_skip(void)
     return u;
 }
 #endif
+
+void *
+t_reader_main(void *arg)
+{
+    struct t_reader *r = arg;
+    uint8_t *buf = malloc(1 << 16);
+    for (;;) {
+        ssize_t n = read(r->fd, buf, 1 << 16);
+        if (n <= 0)
+            break;
+        if (r->got + (size_t)n > r->want || memcmp(buf, r->ref + r->got, (size_t)n) != 0)
+            r->bad = true;
+        r->got += (size_t)n;
+        if (r->stop_after && r->got >= r->stop_after)
+            break;
+    }
+    free(buf);
+    if (r->stop_after)
+        close(r->fd);
+    return NULL;
+}
+
+struct nbuf_composite *
+t_frame_new(struct nbuf_pool *p, const uint8_t *ref, size_t len, size_t piece, uint64_t *seed)
+{
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    cr_assert_not_null(c);
+    for (size_t off = 0; off < len;) {
+        size_t k = 1 + (size_t)(t_rand(seed) % piece);
+        if (k > len - off)
+            k = len - off;
+        struct nbuf *b = nbuf_alloc(p, k);
+        cr_assert_eq(nbuf_write(b, ref + off, k), 0);
+        cr_assert_eq(nbuf_composite_add(c, b), 0); /* the reference moves */
+        off += k;
+    }
+    return c;
+}

@@ -33,35 +33,6 @@ TestSuite(uring, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- a reader thread that checks the stream against the reference ---- */
 
-struct reader {
-    int fd;
-    const uint8_t *ref;
-    size_t want, got;
-    size_t stop_after; /* close after this many bytes (0: read all) */
-    bool bad;
-};
-
-static void *
-reader_main(void *arg)
-{
-    struct reader *r = arg;
-    uint8_t *buf = malloc(1 << 16);
-    for (;;) {
-        ssize_t n = read(r->fd, buf, 1 << 16);
-        if (n <= 0)
-            break;
-        if (r->got + (size_t)n > r->want || memcmp(buf, r->ref + r->got, (size_t)n) != 0)
-            r->bad = true;
-        r->got += (size_t)n;
-        if (r->stop_after && r->got >= r->stop_after)
-            break;
-    }
-    free(buf);
-    if (r->stop_after)
-        close(r->fd);
-    return NULL;
-}
-
 /* ---- what the sender reports ---- */
 
 struct acks {
@@ -86,25 +57,6 @@ ack_fn(void *ctx, ssize_t res)
         a->errors++;
     else
         a->bytes += (size_t)res;
-}
-
-/* A composite of @len bytes of @ref in pieces of 1 B to @piece bytes,
- * each its own pooled buffer (so each is a component and an iovec). */
-static struct nbuf_composite *
-make_frame(const uint8_t *ref, size_t len, size_t piece, uint64_t *seed)
-{
-    struct nbuf_composite *c = nbuf_composite_new(pool);
-    cr_assert_not_null(c);
-    for (size_t off = 0; off < len;) {
-        size_t k = 1 + (size_t)(t_rand(seed) % piece);
-        if (k > len - off)
-            k = len - off;
-        struct nbuf *b = nbuf_alloc(pool, k);
-        cr_assert_eq(nbuf_write(b, ref + off, k), 0);
-        cr_assert_eq(nbuf_composite_add(c, b), 0); /* the reference moves */
-        off += k;
-    }
-    return c;
 }
 
 static void
@@ -137,12 +89,12 @@ stream(int sv[2], unsigned nflush, size_t piece, unsigned flags, int want_zc)
     cr_assert_not_null(s, "sender_new: %s", strerror(errno));
     if (want_zc >= 0)
         cr_assert_eq(nbuf_uring_sender_zerocopy(s), want_zc);
-    struct reader rd = {.fd = sv[1], .ref = ref, .want = total};
+    struct t_reader rd = {.fd = sv[1], .ref = ref, .want = total};
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, reader_main, &rd), 0);
+    cr_assert_eq(pthread_create(&th, NULL, t_reader_main, &rd), 0);
     size_t off = 0;
     for (unsigned i = 0; i < nflush; i++) {
-        struct nbuf_composite *c = make_frame(ref + off, sizes[i], piece, &seed);
+        struct nbuf_composite *c = t_frame_new(pool, ref + off, sizes[i], piece, &seed);
         /* Frames of more than IOV_MAX pieces finish as several. */
         a.expect[i] = piece >= 4096 ? (ssize_t)sizes[i] : -1;
         cr_assert_eq(nbuf_uring_sender_flush(s, c), (ssize_t)sizes[i]);
@@ -236,9 +188,9 @@ Test(uring, send_more_than_iov_max)
         nbuf_write(b, ref + off, 64);
         cr_assert_eq(nbuf_composite_add(c, b), 0);
     }
-    struct reader rd = {.fd = sv[1], .ref = ref, .want = total};
+    struct t_reader rd = {.fd = sv[1], .ref = ref, .want = total};
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, reader_main, &rd), 0);
+    cr_assert_eq(pthread_create(&th, NULL, t_reader_main, &rd), 0);
     cr_assert_eq(nbuf_uring_sender_flush(s, c), (ssize_t)total);
     nbuf_composite_free(c);
     run_until(u, &a.calls, 3);
@@ -285,9 +237,9 @@ Test(uring, slices_held_until_notification)
     nbuf_report_hook_ = NULL;
     cr_assert_eq(nbuf_uring_sender_free(s), -EBUSY);
     cr_assert_eq(nbuf_uring_free(u), -EBUSY);
-    struct reader rd = {.fd = sv[1], .ref = ref, .want = len};
+    struct t_reader rd = {.fd = sv[1], .ref = ref, .want = len};
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, reader_main, &rd), 0);
+    cr_assert_eq(pthread_create(&th, NULL, t_reader_main, &rd), 0);
     run_until(u, &a.calls, 1);
     cr_assert_eq(a.errors, 0);
     cr_assert_not(a.watch_bad, "a callback ran with the slice still held");
@@ -319,12 +271,12 @@ peer_closes(int sv[2])
     memset(a.expect, 0xff, sizeof(a.expect)); /* -1: any size */
     struct nbuf_uring_sender *s = nbuf_uring_sender_new(u, sv[0], 0, ack_fn, &a);
     cr_assert_not_null(s);
-    struct reader rd = {.fd = sv[1], .ref = ref, .want = 16 * frame, .stop_after = 100000};
+    struct t_reader rd = {.fd = sv[1], .ref = ref, .want = 16 * frame, .stop_after = 100000};
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, reader_main, &rd), 0);
+    cr_assert_eq(pthread_create(&th, NULL, t_reader_main, &rd), 0);
     uint64_t seed = 1;
     for (unsigned i = 0; i < 16; i++) {
-        struct nbuf_composite *c = make_frame(ref + i * frame, frame, 65536, &seed);
+        struct nbuf_composite *c = t_frame_new(pool, ref + i * frame, frame, 65536, &seed);
         cr_assert_eq(nbuf_uring_sender_flush(s, c), (ssize_t)frame);
         nbuf_composite_free(c);
     }
@@ -333,7 +285,7 @@ peer_closes(int sv[2])
     cr_assert_gt(a.errors, 0);
     cr_assert_not(rd.bad);
     cr_assert_eq(nbuf_uring_sender_unacked(s), 0);
-    struct nbuf_composite *c = make_frame(ref, 100, 10, &seed);
+    struct nbuf_composite *c = t_frame_new(pool, ref, 100, 10, &seed);
     ssize_t r = nbuf_uring_sender_flush(s, c);
     cr_assert(r == -EPIPE || r == -ECONNRESET, "flush after the failure: %zd", r);
     cr_assert_eq(nbuf_composite_readable(c), 100); /* nothing taken */
@@ -375,7 +327,7 @@ Test(uring, drain_cancels_stuck_sends)
     t_pattern_fill(ref, 4 << 20, 1);
     uint64_t seed = 2;
     for (int i = 0; i < 4; i++) {
-        struct nbuf_composite *c = make_frame(ref, 4 << 20, 1 << 16, &seed);
+        struct nbuf_composite *c = t_frame_new(pool, ref, 4 << 20, 1 << 16, &seed);
         cr_assert_eq(nbuf_uring_sender_flush(s, c), 4 << 20);
         nbuf_composite_free(c);
     }
