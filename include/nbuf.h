@@ -5,8 +5,10 @@
  *
  * The only header users need. See nbuf/pool.h for pools, nbuf/buf.h for
  * buffers and views, nbuf/composite.h for composites and the flush,
- * nbuf/io.h for fd-to-fd moves, nbuf/stats.h for statistics, nbuf/debug.h
- * for leak reports and the report sink. docs/api.md gathers the contract of
+ * nbuf/io.h for fd-to-fd moves, nbuf/zerocopy.h for MSG_ZEROCOPY sends,
+ * nbuf/stats.h for statistics, nbuf/debug.h for leak reports and the report
+ * sink. nbuf/uring.h (io_uring receives and sends, in a build with io_uring)
+ * is not included: include it yourself. docs/api.md gathers the contract of
  * every header (errors, ownership, thread safety, environment) in one place.
  */
 #ifndef NBUF_H
@@ -26,6 +28,7 @@
 #include "nbuf/buf.h"
 #include "nbuf/composite.h"
 #include "nbuf/io.h"
+#include "nbuf/zerocopy.h"
 #include "nbuf/debug.h"
 
 #ifdef __cplusplus

@@ -32,7 +32,8 @@ sys_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, uns
 #define SYS_DEFAULTS                                                                               \
     {                                                                                              \
         .writev = writev, .sendmsg = sendmsg, .sendfile = sys_sendfile, .read = read,              \
-        .readv = readv, .pread = pread, .write = write, .splice = sys_splice,                      \
+        .readv = readv, .pread = pread, .write = write, .splice = sys_splice, .recvmsg = recvmsg,  \
+        .setsockopt = setsockopt,                                                                  \
     }
 const struct nbuf_sys_ops_ nbuf_sys_default_ = SYS_DEFAULTS;
 struct nbuf_sys_ops_ nbuf_sys_ = SYS_DEFAULTS;

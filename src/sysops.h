@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Base layer: the syscall table of the IO paths (flush, composite reads,
- * read_fd, splice) and the SIGPIPE guard, defined in sysops.c. Calls libc.
+ * read_fd, splice, MSG_ZEROCOPY) and the SIGPIPE guard, defined in sysops.c. Calls libc.
  *
  * Tests inject partial writes, EAGAIN, EINTR, a refusing sendfile or huge
  * fake lengths through the table. It defaults to libc; an indirect call
@@ -30,6 +30,8 @@ struct nbuf_sys_ops_ {
     ssize_t (*write)(int fd, const void *buf, size_t count);
     ssize_t (*splice)(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len,
                       unsigned flags);
+    ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+    int (*setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
 };
 
 extern struct nbuf_sys_ops_ nbuf_sys_;

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /*
  * Test-only overrides, so that the suite can re-run in other pool shapes
@@ -225,4 +229,75 @@ t_run_thread(void *(*fn)(void *), void *arg)
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, fn, arg), 0);
     cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
+void
+t_tcp_pair(int sv[2])
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(ls, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(ls, 1), 0);
+    cr_assert_eq(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+    sv[0] = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+    sv[1] = accept(ls, NULL, NULL);
+    cr_assert_geq(sv[1], 0);
+    close(ls);
+    int one = 1;
+    setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+#if NBUF_HAVE_IO_URING
+#include "nbuf/uring.h"
+
+struct nbuf_uring *
+t_ring_or_skip(void)
+{
+    struct nbuf_uring *u = nbuf_uring_new(64);
+    if (!u)
+        cr_skip_test("no io_uring here: %s", strerror(errno));
+    return u;
+}
+#endif
+
+void *
+t_reader_main(void *arg)
+{
+    struct t_reader *r = arg;
+    uint8_t *buf = malloc(1 << 16);
+    for (;;) {
+        ssize_t n = read(r->fd, buf, 1 << 16);
+        if (n <= 0)
+            break;
+        if (r->got + (size_t)n > r->want || memcmp(buf, r->ref + r->got, (size_t)n) != 0)
+            r->bad = true;
+        r->got += (size_t)n;
+        if (r->stop_after && r->got >= r->stop_after)
+            break;
+    }
+    free(buf);
+    if (r->stop_after)
+        close(r->fd);
+    return NULL;
+}
+
+struct nbuf_composite *
+t_frame_new(struct nbuf_pool *p, const uint8_t *ref, size_t len, size_t piece, uint64_t *seed)
+{
+    struct nbuf_composite *c = nbuf_composite_new(p);
+    cr_assert_not_null(c);
+    for (size_t off = 0; off < len;) {
+        size_t k = 1 + (size_t)(t_rand(seed) % piece);
+        if (k > len - off)
+            k = len - off;
+        struct nbuf *b = nbuf_alloc(p, k);
+        cr_assert_eq(nbuf_write(b, ref + off, k), 0);
+        cr_assert_eq(nbuf_composite_add(c, b), 0); /* the reference moves */
+        off += k;
+    }
+    return c;
 }

@@ -61,6 +61,30 @@ void t_thread_assert_ok(void);
 /* Run fn(arg) on a new thread and join it. */
 void t_run_thread(void *(*fn)(void *), void *arg);
 
+/* A connected loopback TCP pair (TCP_NODELAY on both ends), blocking. */
+void t_tcp_pair(int sv[2]);
+
+/* A thread body (t_reader_main(&r)) that reads @fd to end of file, or
+ * until stop_after bytes and then closes @fd, comparing with ref[0, want). */
+struct t_reader {
+    int fd;
+    const uint8_t *ref;
+    size_t want, got, stop_after;
+    bool bad;
+};
+void *t_reader_main(void *arg);
+
+/* A composite of ref[0, len) in pooled pieces of 1 to @piece bytes, each
+ * its own buffer (so each is a component). */
+struct nbuf_composite *t_frame_new(struct nbuf_pool *p, const uint8_t *ref, size_t len,
+                                   size_t piece, uint64_t *seed);
+
+#if NBUF_HAVE_IO_URING
+/* An io_uring of 64 entries, or the test is skipped when this kernel or
+ * sandbox refuses one. */
+struct nbuf_uring *t_ring_or_skip(void);
+#endif
+
 /* Tests that write pooled memory outside any buffer (chunk runs, raw pairs)
  * unpoison it first (ASan builds poison memory no buffer owns) and poison it
  * again before giving it back. */
