@@ -5,7 +5,9 @@
  * out: small ones copied into a scratch area, large values as retained
  * slices of the request buffers (see take_value for the copy rule). Replies
  * accumulate in the output composite and go out with one
- * nbuf_composite_writev per wakeup; EAGAIN waits for EPOLLOUT.
+ * nbuf_composite_writev per wakeup; EAGAIN waits for EPOLLOUT. The
+ * io_uring loop (uring.c) feeds the same parsing (kv_client_process) with
+ * the buffers its receives fill, and hands the output to a sender.
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,24 +21,6 @@
 #define UNKNOWN_ARG_COPY 256 /* bytes kept of each argument of an unknown command */
 #define SCRATCH_KEEP (1u << 20)
 #define ARGV_KEEP 4096
-
-/* Synchronization: owned by its worker thread alone. */
-struct kv_client {
-    struct kv_client *prev, *next; /* the worker's list */
-    struct kv_worker *w;
-    int fd;
-    uint32_t events; /* what epoll watches now */
-    bool closing;    /* QUIT or protocol error: close once the replies are out */
-    struct nbuf_composite *in, *out;
-    struct resp_parser parser;
-    unsigned char *scratch;
-    size_t scratch_cap;
-    struct resp_span *ispans;
-    size_t ispans_cap;
-    struct kv_arg *argv;
-    size_t argv_cap;
-    struct kv_session sess; /* name, id, MULTI queue, WATCHed keys */
-};
 
 static int
 ensure_scratch(struct kv_client *cl, size_t need)
@@ -309,20 +293,44 @@ client_run_inline(struct kv_client *cl)
     return r;
 }
 
-/* Parse and run what is buffered, until more input is needed, the reply
- * queue is long enough to wait for the peer, or the client is closing. */
+/* Reply bytes queued and not sent yet (io_uring: held by the sender too). */
+static size_t
+client_backlog(const struct kv_client *cl)
+{
+    size_t n = nbuf_composite_readable(cl->out);
+#if KV_HAVE_IO_URING
+    if (cl->sender)
+        n += kv_uring_unsent(cl);
+#endif
+    return n;
+}
+
+/* Start sending what is queued: writev (epoll), or hand it to the sender. */
 static int
-client_process(struct kv_client *cl)
+client_push(struct kv_client *cl)
+{
+#if KV_HAVE_IO_URING
+    if (cl->sender)
+        return kv_uring_push(cl);
+#endif
+    ssize_t n = nbuf_composite_writev(cl->out, cl->fd);
+    return n < 0 && n != -EAGAIN ? (int)n : 0;
+}
+
+/* Parse and run what is buffered, until more input is needed, the reply
+ * queue is long enough to wait for the peer, or the client is closing.
+ * Shared by both loops. */
+int
+kv_client_process(struct kv_client *cl)
 {
     const struct kv_config *cfg = cl->w->srv->cfg;
     int r = 0;
 
     while (!cl->closing && !r) {
-        if (nbuf_composite_readable(cl->out) >= KV_OUT_PAUSE) {
-            ssize_t n = nbuf_composite_writev(cl->out, cl->fd);
-            if (n < 0 && n != -EAGAIN)
-                return (int)n;
-            if (nbuf_composite_readable(cl->out) >= KV_OUT_PAUSE)
+        if (client_backlog(cl) >= KV_OUT_PAUSE) {
+            if ((r = client_push(cl)))
+                return r;
+            if (client_backlog(cl) >= KV_OUT_PAUSE)
                 break;
         }
         switch (resp_parse(&cl->parser, cl->in)) {
@@ -404,9 +412,20 @@ kv_client_on_event(struct kv_client *cl, uint32_t events)
         } while (n >= (ssize_t)KV_READ_BIG && total < KV_READ_BURST);
         cl->w->now_ms = kv_now_ms();
     }
-    if ((r = client_process(cl)) || (r = client_flush(cl)))
+    if ((r = kv_client_process(cl)) || (r = client_flush(cl)))
         return r;
     return eof ? -ECONNRESET : 0;
+}
+
+/* Start watching (epoll) or receiving (io_uring) for a new connection. */
+static int
+client_attach(struct kv_client *cl)
+{
+#if KV_HAVE_IO_URING
+    if (cl->w->ring)
+        return kv_uring_attach(cl);
+#endif
+    return kv_worker_watch(cl->w, cl->fd, cl, cl->events, true);
 }
 
 struct kv_client *
@@ -425,7 +444,7 @@ kv_client_new(struct kv_worker *w, int fd)
     if (!cl->in || !cl->out)
         goto out_free;
     cl->events = EPOLLIN;
-    if (kv_worker_watch(w, fd, cl, cl->events, true) != 0)
+    if (client_attach(cl) != 0)
         goto out_free;
     cl->next = w->clients;
     if (w->clients)
@@ -449,6 +468,10 @@ kv_client_free(struct kv_client *cl)
         cl->w->clients = cl->next;
     if (cl->next)
         cl->next->prev = cl->prev;
+#if KV_HAVE_IO_URING
+    if (cl->sender)
+        kv_uring_detach(cl);
+#endif
     close(cl->fd); /* also leaves the epoll set */
     kv_session_fini(&cl->sess, cl->w->srv);
     nbuf_composite_free(cl->in);

@@ -47,6 +47,7 @@ struct kv_config {
     size_t copy_below; /* request values shorter than this are copied */
     size_t inline_max; /* copied values shorter than this go inside the entry */
     bool stats;
+    bool io_uring; /* connections through an nbuf_uring ring instead of epoll */
 };
 
 /* ---- store.c ------------------------------------------------------------ */
@@ -337,25 +338,68 @@ int kv_cmd_auth(struct kv_ctx *x);
 /* ---- client.c ----------------------------------------------------------- */
 
 struct kv_worker;
-struct kv_client;
+struct nbuf_uring;
+struct nbuf_uring_bufs;
+struct nbuf_uring_sender;
+
+/* One connection. Synchronization: owned by its worker thread alone. */
+struct kv_client {
+    struct kv_client *prev, *next; /* the worker's list */
+    struct kv_worker *w;
+    int fd;
+    uint32_t events; /* what epoll watches now */
+    bool closing;    /* QUIT or protocol error: close once the replies are out */
+    struct nbuf_composite *in, *out;
+    struct resp_parser parser;
+    unsigned char *scratch;
+    size_t scratch_cap;
+    struct resp_span *ispans;
+    size_t ispans_cap;
+    struct kv_arg *argv;
+    size_t argv_cap;
+    struct kv_session sess; /* name, id, MULTI queue, WATCHed keys */
+    /* io_uring loop only (NULL/false with epoll): */
+    struct nbuf_uring_sender *sender;
+    bool recv_armed; /* the multishot receive has not ended */
+    bool dying;      /* cancelled: freed once nothing is in flight */
+    bool cancelled;  /* nbuf_uring_cancel_fd went in */
+};
 
 struct kv_client *kv_client_new(struct kv_worker *w, int fd);
 void kv_client_free(struct kv_client *cl);
 void kv_client_free_all(struct kv_worker *w);
 int kv_client_on_event(struct kv_client *cl, uint32_t events);
+int kv_client_process(struct kv_client *cl);
+
+/* ---- uring.c (with io_uring only) ---------------------------------------- */
+
+#if KV_HAVE_IO_URING
+int kv_uring_init(struct kv_worker *w);
+void kv_uring_poll(struct kv_worker *w);
+void kv_uring_shutdown(struct kv_worker *w);
+void kv_uring_fini(struct kv_worker *w);
+int kv_uring_attach(struct kv_client *cl);
+void kv_uring_detach(struct kv_client *cl);
+int kv_uring_push(struct kv_client *cl);
+size_t kv_uring_unsent(const struct kv_client *cl);
+#endif
 
 /* ---- server.c ----------------------------------------------------------- */
 
-/* One event loop thread. Owns its epoll fd, its listener (SO_REUSEPORT) and
- * its clients; nothing here is touched by other threads. */
+/* One event loop thread. Owns its epoll fd, its listener (SO_REUSEPORT),
+ * its ring (--io-uring) and its clients; nothing here is touched by other
+ * threads. */
 struct kv_worker {
     struct kv_server *srv;
     unsigned id;
     int epfd;
     int lfd;
     pthread_t thread;
-    struct kv_client *clients; /* doubly linked list of live connections */
-    int64_t now_ms;            /* clock snapshot of this loop iteration */
+    struct kv_client *clients;    /* doubly linked list of live connections */
+    struct nbuf_uring *ring;      /* --io-uring: the connections' ring, else NULL */
+    struct nbuf_uring_bufs *bufs; /* --io-uring: the buffers receives fill */
+    unsigned ndying;              /* --io-uring: clients waiting to be freed */
+    int64_t now_ms;               /* clock snapshot of this loop iteration */
     int64_t next_sweep_ms;
     int error;
 };

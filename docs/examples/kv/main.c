@@ -33,6 +33,7 @@ usage(FILE *f)
                "  --inline-max SIZE   copied values shorter than this live in the key's\n"
                "                      entry (default 256, at most 4096)\n"
                "  --stats             print pool statistics at exit\n"
+               "  --io-uring          connections through io_uring instead of epoll\n"
                "SIZE takes a k, m or g suffix. Prints 'nbuf-kv: listening on ADDR:PORT'.\n");
 }
 
@@ -85,6 +86,7 @@ parse_args(int argc, char **argv, struct kv_config *cfg)
         O_COPY_BELOW,
         O_INLINE_MAX,
         O_STATS,
+        O_IO_URING,
         O_HELP
     };
     static const struct option opts[] = {
@@ -97,6 +99,7 @@ parse_args(int argc, char **argv, struct kv_config *cfg)
         {"copy-below", required_argument, NULL, O_COPY_BELOW},
         {"inline-max", required_argument, NULL, O_INLINE_MAX},
         {"stats", no_argument, NULL, O_STATS},
+        {"io-uring", no_argument, NULL, O_IO_URING},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -139,6 +142,15 @@ parse_args(int argc, char **argv, struct kv_config *cfg)
                 goto out_bad;
             break;
         case O_STATS: cfg->stats = true; break;
+        case O_IO_URING:
+#if KV_HAVE_IO_URING
+            cfg->io_uring = true;
+            break;
+#else
+            fprintf(stderr, "nbuf-kv: --io-uring: not built in (libnbuf was built without "
+                            "io_uring: liburing not found, or -Dio_uring=disabled)\n");
+            return -EINVAL;
+#endif
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); return -EINVAL;
         }

@@ -4,7 +4,9 @@
  * its own listening socket (SO_REUSEPORT when there are several, so the
  * kernel spreads connections), owns the clients it accepted, and sweeps
  * expired keys in its share of the store's shards every 100 ms. Shutdown:
- * an eventfd that becomes readable and stays so, seen by every loop.
+ * an eventfd that becomes readable and stays so, seen by every loop. With
+ * --io-uring the connections go through a ring instead (uring.c); accept,
+ * shutdown and the sweep stay here.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -147,13 +149,23 @@ worker_main(void *arg)
                 accept_some(w);
             } else if (ptr == &srv->stop_fd) {
                 stop = true;
+            } else if (ptr == &w->ring) {
+                /* completions: kv_uring_poll below */
             } else if (kv_client_on_event(ptr, evs[i].events) < 0) {
                 kv_client_free(ptr);
             }
         }
+#if KV_HAVE_IO_URING
+        if (w->ring)
+            kv_uring_poll(w);
+#endif
         if (w->now_ms >= w->next_sweep_ms)
             sweep(w);
     }
+#if KV_HAVE_IO_URING
+    if (w->ring)
+        kv_uring_shutdown(w);
+#endif
     kv_client_free_all(w);
     return NULL;
 }
@@ -182,12 +194,19 @@ worker_init(struct kv_server *srv, struct kv_worker *w, unsigned id)
     ev.data.ptr = &srv->stop_fd;
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->stop_fd, &ev) != 0)
         return -errno;
+#if KV_HAVE_IO_URING
+    if (srv->cfg->io_uring)
+        return kv_uring_init(w);
+#endif
     return 0;
 }
 
 static void
 worker_fini(struct kv_worker *w)
 {
+#if KV_HAVE_IO_URING
+    kv_uring_fini(w);
+#endif
     if (w->lfd >= 0)
         close(w->lfd);
     if (w->epfd >= 0)

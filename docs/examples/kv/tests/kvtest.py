@@ -45,7 +45,9 @@ class Server:
 
 
 def start_kv(exe, *args, timeout=20):
-    """nbuf-kv on 127.0.0.1 with an ephemeral port read from its first line."""
+    """nbuf-kv on 127.0.0.1 with an ephemeral port read from its first line;
+    KV_EXTRA_ARGS (space-separated, e.g. --io-uring) go to every server."""
+    args = (*args, *os.environ.get("KV_EXTRA_ARGS", "").split())
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", "0", *args],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
