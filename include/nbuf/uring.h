@@ -86,42 +86,68 @@ struct nbuf_uring_sender;
  * Create a ring of @p entries submission slots (rounded up to a power of
  * two by the kernel).
  *
+ * @param entries submission slots, 1 to 32768. When every slot is taken, a
+ *        call that needs one submits what is queued first.
  * @return the ring, or NULL with errno = EINVAL (@p entries 0 or above
  *         32768), ENOSYS (no io_uring in this kernel), EPERM (io_uring
  *         forbidden by seccomp or kernel.io_uring_disabled), EOPNOTSUPP (a
- *         kernel without the receive opcode), ENOMEM (no memory, or
- *         RLIMIT_MEMLOCK too low for the ring).
+ *         kernel without the receive opcode or the opcode probe: before
+ *         5.6), ENOMEM (no memory, or RLIMIT_MEMLOCK too low for the ring),
+ *         or another errno of io_uring_setup() (EMFILE: no descriptor left).
  * @see nbuf_uring_free
  */
 struct nbuf_uring *nbuf_uring_new(unsigned entries);
 
 /**
- * Destroy a ring.
+ * Destroy a ring (and close its file descriptor).
  *
- * @return 0 (gone); -EBUSY while a buffer group or sender is attached or a
- *         request is in flight (nbuf_uring_pending() > 0; nothing changed);
- *         -EINVAL for NULL.
+ * @param u the ring.
+ * @return 0 (gone); -EBUSY while a buffer group or sender is attached (not
+ *         freed yet) or a request is in flight (nbuf_uring_pending() > 0;
+ *         nothing changed); -EINVAL for NULL.
  */
 int nbuf_uring_free(struct nbuf_uring *u);
 
-/** The ring's file descriptor, readable when completions are waiting (for
- *  epoll); -EINVAL for NULL. */
+/**
+ * The ring's file descriptor, for an event loop: it polls readable when
+ * completions are waiting. It stays the ring's (do not close it). Requests
+ * queued outside nbuf_uring_run() (receives, flushes, cancels) reach the
+ * kernel at the next nbuf_uring_run(), so run once after queuing before
+ * waiting on it.
+ *
+ * @param u the ring.
+ * @return the descriptor (>= 0); -EINVAL for NULL.
+ */
 int nbuf_uring_fd(const struct nbuf_uring *u);
 
 /**
  * Submit what is queued, wait for at least @p wait_nr completions (0: do
  * not wait) for at most @p timeout_ms milliseconds (-1: no limit), then
  * handle every completion that is ready, calling the callbacks on this
- * thread. Callbacks may call any function of this header.
+ * thread. Callbacks may call any function of this header, except
+ * nbuf_uring_free() of the ring that runs them.
  *
- * @return completions handled (>= 0; a timeout is not an error); -EINVAL
- *         (NULL); or the -errno of io_uring_enter (-EINTR: a signal).
+ * @param u the ring.
+ * @param wait_nr completions to wait for before handling (0: handle what
+ *        is ready and return).
+ * @param timeout_ms the longest wait in milliseconds (negative: no limit);
+ *        unused when @p wait_nr is 0.
+ * @return completions handled (>= 0: each receive arrival, send completion
+ *         and zero-copy notification counts one; a timeout is not an
+ *         error); -EINVAL (NULL); or the -errno of io_uring_enter() when
+ *         submitting or waiting (-EINTR: a signal interrupted the wait;
+ *         nothing handled). A submit refused with -EBUSY or -EAGAIN (the
+ *         kernel cannot take more now) is not an error: the wait and the
+ *         handling go on, and the next run submits again.
  */
 int nbuf_uring_run(struct nbuf_uring *u, unsigned wait_nr, int timeout_ms);
 
 /**
  * Requests of the ring whose last completion has not been handled yet
  * (armed receives, sends and their zero-copy notifications).
+ *
+ * @param u the ring, or NULL.
+ * @return the count (0 for NULL).
  */
 unsigned nbuf_uring_pending(const struct nbuf_uring *u);
 
@@ -129,18 +155,33 @@ unsigned nbuf_uring_pending(const struct nbuf_uring *u);
  * Cancel every request of the ring on @p fd. Their callbacks run in a later
  * nbuf_uring_run() with -ECANCELED (a send that already went out completes
  * as usual). Close the fd only after: a closed fd does not end a request.
+ * A zero-copy notification cannot be cancelled: it comes when the kernel
+ * lets go of the memory.
  *
- * @return 0; -EINVAL (NULL), -EBADF (negative @p fd), -EBUSY (no
- *         submission slot even after submitting).
+ * @param u the ring.
+ * @param fd the descriptor whose receives and sends to cancel.
+ * @return 0 (the cancel is queued; the next nbuf_uring_run() submits it);
+ *         -EINVAL (NULL), -EBADF (negative @p fd), -EBUSY (no submission
+ *         slot even after submitting).
  */
 int nbuf_uring_cancel_fd(struct nbuf_uring *u, int fd);
 
 /**
  * Cancel every request of the ring, then run it until nothing is pending or
- * @p timeout_ms milliseconds passed (-1: no limit).
+ * @p timeout_ms milliseconds passed (-1: no limit). Requests that callbacks
+ * arm meanwhile are not cancelled (they keep the ring pending).
  *
- * @return 0 (nothing pending); -ETIME (still pending after the timeout);
- *         -EINVAL (NULL); or what nbuf_uring_run() returned.
+ * @param u the ring.
+ * @param timeout_ms the longest it runs, in milliseconds (negative: no
+ *        limit; 0 does not run the ring: -ETIME at once if anything is
+ *        pending, the cancel left queued for the next nbuf_uring_run()).
+ * @return 0 (nothing pending, also at once when nothing was: no cancel is
+ *         queued then); -ETIME (still pending after the timeout: zero-copy
+ *         memory in the send queue of a socket whose peer does not read
+ *         stays the kernel's until the connection ends); -EINVAL (NULL);
+ *         -EBUSY (no submission slot for the cancel); or what
+ *         nbuf_uring_run() returned (an error other than -EINTR, which is
+ *         retried).
  */
 int nbuf_uring_drain(struct nbuf_uring *u, int timeout_ms);
 /**@}*/
@@ -156,36 +197,63 @@ int nbuf_uring_drain(struct nbuf_uring *u, int timeout_ms);
  * done (its pool gets it back as usual). With @p res 0 (end of file) or
  * -errno (-ECANCELED, -ECONNRESET, -ENOBUFS when the group could not be
  * refilled, -EINVAL from a kernel without multishot receive...), @p b is
- * NULL. The receive is over unless @p flags has NBUF_URING_MORE.
+ * NULL. The receive is over unless @p flags has NBUF_URING_MORE; in its
+ * last call it no longer counts as armed, so the callback may free the
+ * group (if no other receive is armed on it).
+ *
+ * @param ctx what nbuf_uring_recv() or nbuf_uring_recv_multishot() got.
+ * @param b the received bytes (a new reference), or NULL when @p res <= 0.
+ * @param res bytes received (> 0), 0 at end of file, or -errno.
+ * @param flags NBUF_URING_MORE while a multishot receive stays armed, else
+ *        0.
  */
 typedef void (*nbuf_uring_recv_fn)(void *ctx, struct nbuf *b, int res, unsigned flags);
 
 /**
  * A provided-buffer group of @p count (a power of two, 1 to 32768) pooled
- * buffers of @p buf_size bytes (rounded up to its size class, at most
+ * buffers of @p buf_size bytes (rounded up to its size class, below
  * 4 GiB), registered with @p u. The ring's memory is mapped page-aligned by
- * the group.
+ * the group. All @p count buffers are allocated at once, on the calling
+ * thread; refills (a quarter of the group at a time) come from the cache of
+ * the thread that runs the ring.
  *
+ * @param u the ring.
  * @param p the pool; NULL means nbuf_pool_default().
+ * @param buf_size the bytes of each buffer, 1 to UINT32_MAX; a receive may
+ *        fill the whole size class.
+ * @param count the number of buffers: a power of two, 1 to 32768.
  * @return the group, or NULL with errno = EINVAL (NULL @p u, @p count not a
- *         power of two, @p buf_size 0 or too large), ENOMEM (no memory, the
+ *         power of two or above 32768, @p buf_size 0, above UINT32_MAX or
+ *         above the pool's max_buffer_size), ENOMEM (no memory, the
  *         pool's memory_limit, or RLIMIT_MEMLOCK too low for registering),
  *         EOPNOTSUPP (a kernel without provided-buffer rings: before 5.19),
- *         ENOSPC (65536 groups on this ring), or another registration error.
+ *         ENOSPC (65536 groups and senders attached to @p u, or no group id
+ *         left), another errno of the registration, or what
+ *         nbuf_pool_default() set.
  * @see nbuf_uring_bufs_free
  */
 struct nbuf_uring_bufs *nbuf_uring_bufs_new(struct nbuf_uring *u, struct nbuf_pool *p,
                                             size_t buf_size, unsigned count);
 
 /**
- * Unregister a group and release the buffers it holds.
+ * Unregister a group and release the buffers it holds (those in the
+ * kernel's ring: buffers handed to callbacks are their receivers').
  *
- * @return 0; -EBUSY while a receive is armed on it (nothing changed);
+ * @param g the group.
+ * @return 0; -EBUSY while a receive is armed on it (nothing changed:
+ *         cancel, then run the ring until the receive's last call);
  *         -EINVAL for NULL.
  */
 int nbuf_uring_bufs_free(struct nbuf_uring_bufs *g);
 
-/** Buffers of @p g in the kernel's ring now, ready for data. */
+/**
+ * Buffers of @p g in the kernel's ring now, ready for data: fewer than its
+ * count while the ids receives used wait for the next refill (a quarter of
+ * the group at a time), or while the pool cannot give buffers.
+ *
+ * @param g the group, or NULL.
+ * @return the count (0 for NULL).
+ */
 unsigned nbuf_uring_bufs_ready(const struct nbuf_uring_bufs *g);
 
 /**
@@ -193,8 +261,14 @@ unsigned nbuf_uring_bufs_ready(const struct nbuf_uring_bufs *g);
  * later nbuf_uring_run(). When the group ran dry (-ENOBUFS) the receive is
  * refilled and armed again without calling @p fn.
  *
- * @return 0 (armed); -EINVAL (NULL @p g or @p fn), -EBADF (negative fd),
- *         -ENOMEM, -EBUSY (no submission slot even after submitting).
+ * @param g the group the buffer comes from.
+ * @param fd the socket to receive from; a closed descriptor or one that is
+ *        not a socket is reported to @p fn (-EBADF, -ENOTSOCK).
+ * @param fn the callback (not NULL).
+ * @param ctx passed to @p fn.
+ * @return 0 (armed; the next nbuf_uring_run() submits it); -EINVAL (NULL
+ *         @p g or @p fn), -EBADF (negative fd), -ENOMEM, -EBUSY (no
+ *         submission slot even after submitting).
  */
 int nbuf_uring_recv(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv_fn fn, void *ctx);
 
@@ -202,8 +276,15 @@ int nbuf_uring_recv(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv_fn fn, vo
  * Receive from @p fd until end of file, an error or a cancel: @p fn runs
  * for each arrival with NBUF_URING_MORE, then once without it (res 0 or
  * -errno). When the kernel ends the receive early (the group ran dry, a
- * full completion queue), it is armed again without a final call.
+ * full completion queue), it is armed again without a final call; if that
+ * finds no submission slot, the arrival it came with is the last call
+ * (res > 0 without NBUF_URING_MORE). Needs Linux 6.0: an older kernel ends
+ * it with -EINVAL.
  *
+ * @param g the group the buffers come from.
+ * @param fd the socket to receive from.
+ * @param fn the callback (not NULL).
+ * @param ctx passed to @p fn.
  * @return as nbuf_uring_recv().
  */
 int nbuf_uring_recv_multishot(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv_fn fn, void *ctx);
@@ -224,6 +305,13 @@ int nbuf_uring_recv_multishot(struct nbuf_uring_bufs *g, int fd, nbuf_uring_recv
  * -errno (-EPIPE, -ECONNRESET, -ECANCELED...) when it could not be sent
  * (how much of it went out before is unknown; the sender is failed).
  * A flush of more than IOV_MAX (1024) iovecs' worth is several pieces.
+ *
+ * @param ctx what nbuf_uring_sender_new() got.
+ * @param res the piece's bytes (> 0), or the error that failed the sender:
+ *        a send's -errno, -EOPNOTSUPP (NBUF_URING_SEND_ZC and a socket
+ *        without zero-copy), -EIO (the kernel took 0 bytes) or -EBUSY (no
+ *        submission slot for the next send). Every piece not fully sent
+ *        when the sender failed gets the same error.
  */
 typedef void (*nbuf_uring_sent_fn)(void *ctx, ssize_t res);
 
@@ -231,13 +319,18 @@ typedef void (*nbuf_uring_sent_fn)(void *ctx, ssize_t res);
  * A sender of composites to the socket @p fd (left open; yours to close
  * after the sender is freed).
  *
+ * @param u the ring the sends go through.
+ * @param fd a connected socket: zero-copy for AF_INET and AF_INET6 (with
+ *        a kernel that has SENDMSG_ZC), a copying send otherwise.
  * @param flags 0 (zero-copy where it can be had), NBUF_URING_SEND_ZC or
  *        NBUF_URING_SEND_COPY.
  * @param fn called for each finished piece (may be NULL).
+ * @param ctx passed to @p fn.
  * @return the sender, or NULL with errno = EINVAL (NULL @p u, unknown or
  *         both flags), EBADF (negative or closed fd), ENOTSOCK, EOPNOTSUPP
  *         (NBUF_URING_SEND_ZC and a kernel without SENDMSG_ZC, before 6.1,
- *         or a socket that is not AF_INET/AF_INET6), ENOMEM.
+ *         or a socket that is not AF_INET/AF_INET6), ENOMEM, or another
+ *         errno of getsockopt(SO_DOMAIN).
  * @see nbuf_uring_sender_free
  */
 struct nbuf_uring_sender *nbuf_uring_sender_new(struct nbuf_uring *u, int fd, unsigned flags,
@@ -245,28 +338,49 @@ struct nbuf_uring_sender *nbuf_uring_sender_new(struct nbuf_uring *u, int fd, un
 
 /**
  * Queue the memory of @p c for sending: it moves out of @p c (which is left
- * empty, or holding what follows a file region) into the sender, without a
- * copy; the sends start at once (the next nbuf_uring_run() submits them).
- * File regions are not sent: a composite that starts with one is refused
- * (flush it with nbuf_composite_writev()).
+ * empty, or starting with the file region that stopped the flush) into the
+ * sender, without a copy; the sends start at once (the next
+ * nbuf_uring_run() submits them). File regions are not sent: a composite
+ * that starts with one is refused (flush it with nbuf_composite_writev()).
  *
+ * @param s the sender.
+ * @param c the composite whose memory moves (its slices' references move
+ *        with it; they are released when their piece is finished).
  * @return the bytes taken (0 when @p c is empty); -EINVAL (NULL),
  *         -EOPNOTSUPP (a file region first; nothing taken), -ENOMEM
- *         (nothing taken by this piece), or the error that failed the
- *         sender before (-EPIPE, -ECONNRESET...; nothing taken).
+ *         (nothing taken by this piece: when an earlier piece of the call
+ *         was taken, the call returns its bytes instead and the rest stays
+ *         in @p c), or the error that failed the sender before (-EPIPE,
+ *         -ECONNRESET, -ECANCELED, -EIO, -EBUSY...; nothing taken: a
+ *         failed sender takes nothing more).
  */
 ssize_t nbuf_uring_sender_flush(struct nbuf_uring_sender *s, struct nbuf_composite *c);
 
-/** Bytes flushed whose memory the sender still holds (not sent yet, or
- *  sent and waiting for the kernel's notification). */
+/**
+ * Bytes flushed whose memory the sender still holds (not sent yet, or
+ * sent and waiting for the kernel's notification, or failed and not
+ * finished yet: pieces finish in flush order, after the send in the
+ * kernel).
+ *
+ * @param s the sender, or NULL.
+ * @return the bytes (0 for NULL).
+ */
 size_t nbuf_uring_sender_unacked(const struct nbuf_uring_sender *s);
 
-/** 1 when the sender sends zero-copy, 0 when it copies; -EINVAL for NULL. */
+/**
+ * Whether the sender sends zero-copy. Without NBUF_URING_SEND_ZC it turns
+ * to copying for good when a send is refused with -EOPNOTSUPP.
+ *
+ * @param s the sender.
+ * @return 1 when the sender sends zero-copy, 0 when it copies; -EINVAL for
+ *         NULL.
+ */
 int nbuf_uring_sender_zerocopy(const struct nbuf_uring_sender *s);
 
 /**
- * Destroy a sender.
+ * Destroy a sender (the socket stays open).
  *
+ * @param s the sender.
  * @return 0; -EBUSY while it holds bytes (nbuf_uring_sender_unacked() > 0:
  *         run the ring, or drain it) or when called from its own callback;
  *         -EINVAL for NULL.
