@@ -69,12 +69,15 @@ out_ring:
     return NULL;
 }
 
+unsigned nbuf_uring_sqe_refuse_;
+
 NBUF_EXPORT int
 nbuf_uring_free(struct nbuf_uring *u)
 {
     if (!u)
         return -EINVAL;
-    if (u->pending || u->attached)
+    /* From a callback, the run that called it still reads the ring. */
+    if (u->pending || u->attached || u->running)
         return -EBUSY;
     io_uring_queue_exit(&u->ring);
     free(u);
@@ -98,6 +101,10 @@ nbuf_uring_pending(const struct nbuf_uring *u)
 struct io_uring_sqe *
 nbuf_uring_sqe_(struct nbuf_uring *u, struct nbuf_uring_req_ *req)
 {
+    if (nbuf_uring_sqe_refuse_) {
+        nbuf_uring_sqe_refuse_--;
+        return NULL;
+    }
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         io_uring_submit(&u->ring);
@@ -146,6 +153,7 @@ nbuf_uring_run(struct nbuf_uring *u, unsigned wait_nr, int timeout_ms)
     }
     int handled = 0;
     struct io_uring_cqe *cqe;
+    u->running++;
     while (io_uring_peek_cqe(&u->ring, &cqe) == 0) {
         struct io_uring_cqe copy = *cqe;
         io_uring_cqe_seen(&u->ring, cqe);
@@ -159,6 +167,7 @@ nbuf_uring_run(struct nbuf_uring *u, unsigned wait_nr, int timeout_ms)
         req->complete(req, &copy); /* may submit, and free req */
         handled++;
     }
+    u->running--;
     /* What the callbacks queued (re-armed receives, refills, next sends). */
     io_uring_submit(&u->ring);
     return handled;

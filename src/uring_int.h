@@ -43,6 +43,7 @@ struct nbuf_uring {
     unsigned pending;
     unsigned attached;
     unsigned next_bgid; /* next buffer group id to try */
+    unsigned running;   /* inside nbuf_uring_run: callbacks may be running */
     bool has_send_zc;   /* the kernel has IORING_OP_SENDMSG_ZC */
 };
 
@@ -51,6 +52,8 @@ struct nbuf_uring {
  * user_data set to @req (NULL: a request whose completion is ignored);
  * NULL when none. A slot with a request counts as pending. */
 struct io_uring_sqe *nbuf_uring_sqe_(struct nbuf_uring *u, struct nbuf_uring_req_ *req);
+/* Test hook: the next this many nbuf_uring_sqe_ calls find no slot. */
+extern unsigned nbuf_uring_sqe_refuse_;
 
 /* ---- uring_send.c ---- */
 /* Test hook: the most bytes one send submission offers (0: no limit), to

@@ -277,6 +277,13 @@ nbuf_uring_sender_flush(struct nbuf_uring_sender *s, struct nbuf_composite *c)
             s->cur = r;
             send_next(s);
         }
+        if (s->err) {
+            /* No slot for it: the sender failed. With nothing of it in
+             * the kernel no completion would finish the failed pieces, so
+             * finish them here (their callbacks get the error). */
+            send_finish(s);
+            break;
+        }
     }
     return (ssize_t)taken;
 }

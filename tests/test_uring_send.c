@@ -414,3 +414,78 @@ Test(uring, send_bad_arguments)
     close(sv[0]);
     close(sv[1]);
 }
+
+/* A flush that finds no submission slot fails the sender, and its pieces
+ * finish in the flush: the callback gets -EBUSY, the slices are released
+ * and the sender can be freed (they were held forever before). */
+Test(uring, flush_without_a_slot_finishes_its_pieces)
+{
+    int sv[2];
+    t_tcp_pair(sv);
+    struct nbuf_uring *u = t_ring_or_skip();
+    struct acks a = {.expect = {-1}};
+    struct nbuf_uring_sender *s = nbuf_uring_sender_new(u, sv[0], 0, ack_fn, &a);
+    cr_assert_not_null(s);
+    struct nbuf *b = nbuf_alloc(pool, 4096);
+    cr_assert_not_null(b);
+    cr_assert_eq(nbuf_write(b, "0123456789", 10), 0);
+    struct nbuf_composite *c = nbuf_composite_new(pool);
+    cr_assert_eq(nbuf_composite_add_slice(c, b, 0, 10), 0);
+    nbuf_uring_sqe_refuse_ = 1;
+    cr_assert_eq(nbuf_uring_sender_flush(s, c), 10, "the bytes were taken");
+    nbuf_uring_sqe_refuse_ = 0;
+    cr_assert_eq(a.calls, 1, "the failed piece finished in the flush");
+    cr_assert_eq(a.errors, 1);
+    cr_assert_eq(nbuf_uring_sender_unacked(s), 0);
+    cr_assert_eq(nbuf_refcnt(b), 1, "the slice was released");
+    cr_assert_eq(nbuf_uring_sender_flush(s, c), -EBUSY, "a failed sender takes nothing more");
+    cr_assert_eq(nbuf_uring_sender_free(s), 0);
+    cr_assert_eq(nbuf_uring_free(u), 0);
+    nbuf_composite_free(c);
+    nbuf_release(b);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+struct free_in_cb {
+    struct nbuf_uring *u;
+    struct nbuf_uring_bufs *g;
+    int bufs_free, ring_free;
+    unsigned calls;
+};
+
+/* A one-shot receive's callback frees its group, then the ring. */
+static void
+free_in_cb_fn(void *ctx, struct nbuf *b, int res, unsigned flags)
+{
+    struct free_in_cb *f = ctx;
+    (void)res, (void)flags;
+    if (b)
+        nbuf_release(b);
+    f->calls++;
+    f->bufs_free = nbuf_uring_bufs_free(f->g);
+    f->ring_free = nbuf_uring_free(f->u);
+}
+
+/* Freeing the ring from a callback is refused even when nothing else is
+ * attached or pending: the run that called the callback still reads it. */
+Test(uring, ring_free_from_a_callback_is_refused)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct nbuf_uring *u = t_ring_or_skip();
+    struct free_in_cb f = {.u = u};
+    f.g = nbuf_uring_bufs_new(u, pool, 4096, 2);
+    cr_assert_not_null(f.g);
+    cr_assert_eq(nbuf_uring_recv(f.g, sv[1], free_in_cb_fn, &f), 0);
+    cr_assert_eq(write(sv[0], "hello", 5), 5);
+    for (int i = 0; i < 1000 && !f.calls; i++)
+        cr_assert_geq(nbuf_uring_run(u, 1, 100), 0);
+    cr_assert_eq(f.calls, 1);
+    cr_assert_eq(f.bufs_free, 0, "the group had nothing armed any more");
+    cr_assert_eq(f.ring_free, -EBUSY);
+    cr_assert_eq(nbuf_uring_pending(u), 0);
+    cr_assert_eq(nbuf_uring_free(u), 0, "after the run it goes");
+    close(sv[0]);
+    close(sv[1]);
+}

@@ -103,8 +103,9 @@ struct nbuf_uring *nbuf_uring_new(unsigned entries);
  *
  * @param u the ring.
  * @return 0 (gone); -EBUSY while a buffer group or sender is attached (not
- *         freed yet) or a request is in flight (nbuf_uring_pending() > 0;
- *         nothing changed); -EINVAL for NULL.
+ *         freed yet), a request is in flight (nbuf_uring_pending() > 0) or
+ *         the call comes from a callback of this ring's nbuf_uring_run()
+ *         (nothing changed); -EINVAL for NULL.
  */
 int nbuf_uring_free(struct nbuf_uring *u);
 
@@ -124,8 +125,8 @@ int nbuf_uring_fd(const struct nbuf_uring *u);
  * Submit what is queued, wait for at least @p wait_nr completions (0: do
  * not wait) for at most @p timeout_ms milliseconds (-1: no limit), then
  * handle every completion that is ready, calling the callbacks on this
- * thread. Callbacks may call any function of this header, except
- * nbuf_uring_free() of the ring that runs them.
+ * thread. Callbacks may call any function of this header;
+ * nbuf_uring_free() of the ring that runs them is refused (-EBUSY).
  *
  * @param u the ring.
  * @param wait_nr completions to wait for before handling (0: handle what
