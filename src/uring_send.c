@@ -50,9 +50,11 @@ struct send_req {
 struct nbuf_uring_sender {
     struct nbuf_uring *u;
     int fd;
-    bool zc;    /* SENDMSG_ZC, else SENDMSG */
-    bool in_cb; /* inside its callback: free refuses */
-    int err;    /* sticky: the first send error */
+    bool zc;         /* SENDMSG_ZC, else SENDMSG */
+    bool report;     /* ask the kernel whether it copied (Linux 6.2) */
+    bool in_cb;      /* inside its callback: free refuses */
+    unsigned copied; /* notifications that said the kernel copied */
+    int err;         /* sticky: the first send error */
     unsigned flags;
     nbuf_uring_sent_fn fn;
     void *ctx;
@@ -60,6 +62,14 @@ struct nbuf_uring_sender {
     size_t unacked;
     unsigned reqs;
 };
+
+/* Kernel ABI of Linux 6.2, newer than liburing 2.3's copy of io_uring.h. */
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
 
 static void send_complete(struct nbuf_uring_req_ *req, const struct io_uring_cqe *cqe);
 
@@ -88,9 +98,11 @@ send_submit(struct nbuf_uring_sender *s, struct send_req *r)
         }
     }
     r->msg = (struct msghdr){.msg_iov = &r->iov[r->at], .msg_iovlen = (size_t)n};
-    if (s->zc)
+    if (s->zc) {
         io_uring_prep_sendmsg_zc(sqe, s->fd, &r->msg, MSG_NOSIGNAL);
-    else
+        if (s->report)
+            sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
+    } else
         io_uring_prep_sendmsg(sqe, s->fd, &r->msg, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &r->req);
     r->in_kernel = true;
@@ -163,6 +175,14 @@ send_complete(struct nbuf_uring_req_ *req, const struct io_uring_cqe *cqe)
     if (cqe->flags & IORING_CQE_F_NOTIF) {
         nbuf_assert(r->notifs > 0);
         r->notifs--;
+        if (s->report && ((uint32_t)cqe->res & IORING_NOTIF_USAGE_ZC_COPIED)) {
+            /* The kernel copied anyway (loopback, a device without
+             * scatter-gather): zero-copy only adds its costs, so copy from
+             * now on, unless zero-copy was required. */
+            s->copied++;
+            if (!(s->flags & NBUF_URING_SEND_ZC))
+                s->zc = false;
+        }
         send_finish(s);
         return;
     }
@@ -172,7 +192,10 @@ send_complete(struct nbuf_uring_req_ *req, const struct io_uring_cqe *cqe)
     if (r->cut_at >= 0)
         r->iov[r->cut_at].iov_len = r->cut_len;
     int res = cqe->res;
-    if (res == -EOPNOTSUPP && s->zc && !(s->flags & NBUF_URING_SEND_ZC)) {
+    if (res == -EINVAL && s->zc && s->report && !r->sent) {
+        s->report = false; /* a kernel before 6.2: send without the report */
+        send_next(s);
+    } else if (res == -EOPNOTSUPP && s->zc && !(s->flags & NBUF_URING_SEND_ZC)) {
         s->zc = false; /* this socket has no zero-copy: copy from now on */
         send_next(s);
     } else if (res == -EINTR || res == -EAGAIN) {
@@ -222,6 +245,7 @@ nbuf_uring_sender_new(struct nbuf_uring *u, int fd, unsigned flags, nbuf_uring_s
     s->u = u;
     s->fd = fd;
     s->zc = zc && !(flags & NBUF_URING_SEND_COPY);
+    s->report = s->zc;
     s->flags = flags;
     s->fn = fn;
     s->ctx = ctx;
@@ -292,6 +316,12 @@ NBUF_EXPORT size_t
 nbuf_uring_sender_unacked(const struct nbuf_uring_sender *s)
 {
     return s ? s->unacked : 0;
+}
+
+NBUF_EXPORT unsigned
+nbuf_uring_sender_copied(const struct nbuf_uring_sender *s)
+{
+    return s ? s->copied : 0;
 }
 
 NBUF_EXPORT int

@@ -489,3 +489,64 @@ Test(uring, ring_free_from_a_callback_is_refused)
     close(sv[0]);
     close(sv[1]);
 }
+
+/* Frames of 256 KiB over loopback TCP with @flags: loopback copies the
+ * pinned pages, and Linux 6.2+ says so in each notification. Returns the
+ * sender's nbuf_uring_sender_zerocopy() after the frames finished and
+ * stores its copied count in @copied. */
+static int
+zc_after_loopback(unsigned flags, unsigned *copied)
+{
+    int sv[2];
+    t_tcp_pair(sv);
+    struct nbuf_uring *u = t_ring_or_skip();
+    enum { NFRAMES = 4, FRAME = 256 << 10 };
+    uint8_t *ref = malloc(NFRAMES * FRAME);
+    cr_assert_not_null(ref);
+    t_pattern_fill(ref, NFRAMES * FRAME, 9);
+    struct acks a = {0};
+    memset(a.expect, 0xff, sizeof(a.expect));
+    struct nbuf_uring_sender *s = nbuf_uring_sender_new(u, sv[0], flags, ack_fn, &a);
+    cr_assert_not_null(s, "sender_new: %s", strerror(errno));
+    cr_assert_eq(nbuf_uring_sender_zerocopy(s), 1);
+    struct t_reader rd = {.fd = sv[1], .ref = ref, .want = NFRAMES * FRAME};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, t_reader_main, &rd), 0);
+    uint64_t seed = 3;
+    for (unsigned i = 0; i < NFRAMES; i++) {
+        /* One frame at a time: each zero-copy send has its notification
+         * before the next is flushed. */
+        struct nbuf_composite *c = t_frame_new(pool, ref + (size_t)i * FRAME, FRAME, 65536, &seed);
+        cr_assert_eq(nbuf_uring_sender_flush(s, c), FRAME);
+        nbuf_composite_free(c);
+        run_until(u, &a.calls, i + 1);
+    }
+    cr_assert_eq(a.errors, 0);
+    shutdown(sv[0], SHUT_WR);
+    pthread_join(th, NULL);
+    cr_assert_eq(rd.got, (size_t)NFRAMES * FRAME);
+    cr_assert_not(rd.bad, "the stream differs");
+    int zc = nbuf_uring_sender_zerocopy(s);
+    *copied = nbuf_uring_sender_copied(s);
+    cr_assert_eq(nbuf_uring_sender_free(s), 0);
+    cr_assert_eq(nbuf_uring_free(u), 0);
+    free(ref);
+    close(sv[0]);
+    close(sv[1]);
+    return zc;
+}
+
+/* A sender that may copy stops paying for zero-copy once the kernel says it
+ * copied; one that requires zero-copy keeps it and counts the reports. */
+Test(uring, copied_report_turns_to_copying)
+{
+    unsigned copied;
+    int zc = zc_after_loopback(0, &copied);
+    if (copied == 0)
+        cr_skip("this kernel does not report copied zero-copy sends (before 6.2)");
+    cr_assert_eq(zc, 0, "copies after the kernel reported copying");
+    cr_assert_eq(copied, 1, "one report, then no more zero-copy sends");
+    zc = zc_after_loopback(NBUF_URING_SEND_ZC, &copied);
+    cr_assert_eq(zc, 1, "zero-copy required: kept");
+    cr_assert_geq(copied, 4, "every frame reported: %u", copied);
+}

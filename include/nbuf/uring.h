@@ -370,13 +370,27 @@ size_t nbuf_uring_sender_unacked(const struct nbuf_uring_sender *s);
 
 /**
  * Whether the sender sends zero-copy. Without NBUF_URING_SEND_ZC it turns
- * to copying for good when a send is refused with -EOPNOTSUPP.
+ * to copying for good when a send is refused with -EOPNOTSUPP, or when the
+ * kernel reports that it copied a zero-copy send anyway (Linux 6.2 and
+ * later report it: loopback, or a device without scatter-gather), as the
+ * MSG_ZEROCOPY sender does: zero-copy then only adds its costs.
  *
  * @param s the sender.
  * @return 1 when the sender sends zero-copy, 0 when it copies; -EINVAL for
  *         NULL.
  */
 int nbuf_uring_sender_zerocopy(const struct nbuf_uring_sender *s);
+
+/**
+ * How many zero-copy sends the kernel reported it copied (their
+ * notifications carry IORING_NOTIF_USAGE_ZC_COPIED; 0 on kernels before
+ * 6.2, which do not report). With NBUF_URING_SEND_ZC the sender keeps
+ * sending zero-copy and this count keeps growing.
+ *
+ * @param s the sender.
+ * @return the count (0 for NULL).
+ */
+unsigned nbuf_uring_sender_copied(const struct nbuf_uring_sender *s);
 
 /**
  * Destroy a sender (the socket stays open).
