@@ -138,14 +138,6 @@ pair_arena(const struct nbuf *b)
     return ((struct nbuf_chunk *)b->slab)->arena;
 }
 
-/* ---- decay ---- */
-
-static uint64_t
-min_u64(uint64_t x, uint64_t y)
-{
-    return x < y ? x : y;
-}
-
 static void
 partial_push(struct nbuf_arena *a, struct nbuf_subpage *s)
 {
@@ -269,6 +261,8 @@ mem_free_locked(struct nbuf_arena *a, struct nbuf *h)
     }
 }
 
+/* ---- decay ---- */
+
 /* Pairs no thread took since the last pass (the stash never held fewer) go
  * back to their chunks, oldest first: the bottom of the stack; then the
  * kept empty subpages. */
@@ -310,7 +304,7 @@ nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now)
         arena_gc(a, now); /* may dirty chunks: before the purge */
     if (now >= a->purge_at)
         a->purge_at = nbuf_arena_chunks_decay_locked_(a, now);
-    return min_u64(a->purge_at, a->stash_gc_at);
+    return nbuf_min_u64_(a->purge_at, a->stash_gc_at);
 }
 
 /* At the end of a locked slow-path section: run the decay pass when due.
@@ -318,7 +312,7 @@ nbuf_arena_decay_locked_(struct nbuf_arena *a, uint64_t now)
 static void
 decay_maybe_locked(struct nbuf_arena *a)
 {
-    uint64_t at = min_u64(a->purge_at, a->stash_gc_at);
+    uint64_t at = nbuf_min_u64_(a->purge_at, a->stash_gc_at);
     if (at == NBUF_NEVER)
         return;
     uint64_t now = nbuf_decay_now_(a->pool);

@@ -13,12 +13,6 @@
 
 #define EMPTY_CHUNK_RESERVE 1
 
-static uint64_t
-min_u64(uint64_t x, uint64_t y)
-{
-    return x < y ? x : y;
-}
-
 static void
 chunk_link(struct nbuf_arena *a, struct nbuf_chunk *c)
 {
@@ -176,7 +170,7 @@ nbuf_arena_chunks_decay_locked_(struct nbuf_arena *a, uint64_t now)
     for (struct nbuf_chunk *c = a->chunks, *cn; c; c = cn) {
         cn = c->next;
         if (c->purge_at > now)
-            next = min_u64(next, c->purge_at);
+            next = nbuf_min_u64_(next, c->purge_at);
         else if (nbuf_chunk_empty_(c))
             chunk_unlink_free(a, c); /* empty for a decay period: give it back */
         else

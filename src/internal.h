@@ -105,6 +105,13 @@ nbuf_align_up_(size_t n, size_t align)
     return (n + align - 1) & ~(align - 1);
 }
 
+/* The earlier of two deadlines (NBUF_NEVER is the latest). */
+static inline uint64_t
+nbuf_min_u64_(uint64_t x, uint64_t y)
+{
+    return x < y ? x : y;
+}
+
 /* ---- size_class.c ---- */
 extern NBUF_HIDDEN uint8_t nbuf_sz_lookup_[NBUF_LOOKUP_MAX / NBUF_QUANTUM + 1];
 /* Class sizes by szind, built at load (the batch paths look one up per pair). */

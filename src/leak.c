@@ -386,8 +386,6 @@ struct sink {
     FILE *out;
     char *buf;
     size_t len;
-    struct nbuf_symbolizer *sy; /* from the first frame of a history to its end */
-    int sy_tried;
 };
 
 static void
@@ -395,8 +393,6 @@ sink_open(struct sink *s, FILE *out)
 {
     s->buf = NULL;
     s->len = 0;
-    s->sy = NULL;
-    s->sy_tried = 0;
     s->out = out ? out : open_memstream(&s->buf, &s->len);
 }
 
@@ -434,36 +430,26 @@ emit(struct sink *s, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The name of one frame, "function+0xoff at file.c:line (object)". */
 static void
-frame_name(struct sink *s, const void *pc, char *out, size_t len)
-{
-    if (!s->sy_tried) {
-        s->sy_tried = 1;
-        s->sy = nbuf_symbolizer_open_();
-    }
-    nbuf_symbolize_(s->sy, pc, out, len);
-}
-
-static void
-emit_frames(struct sink *s, void *const *pc, uint32_t depth, const char *indent)
+emit_frames(struct sink *s, struct nbuf_symbolizer *sy, void *const *pc, uint32_t depth,
+            const char *indent)
 {
     char name[512];
     for (uint32_t i = 0; i < depth; i++) {
-        frame_name(s, pc[i], name, sizeof(name));
+        nbuf_symbolize_(sy, pc[i], name, sizeof(name));
         emit(s, "%s#%u %s\n", indent, i, name);
     }
 }
 
 /* One line per site: the innermost few frames joined by " <- ". */
 static void
-emit_site(struct sink *s, const struct nbuf_site *site)
+emit_site(struct sink *s, struct nbuf_symbolizer *sy, const struct nbuf_site *site)
 {
     char line[900], name[512];
     size_t len = 0;
     line[0] = 0;
     for (uint32_t i = 0; i < site->depth && len < sizeof(line) - 1; i++) {
-        frame_name(s, site->pc[i], name, sizeof(name));
+        nbuf_symbolize_(sy, site->pc[i], name, sizeof(name));
         int n = snprintf(line + len, sizeof(line) - len, "%s%s", i ? " <- " : "", name);
         if (n < 0)
             break;
@@ -477,23 +463,22 @@ emit_site(struct sink *s, const struct nbuf_site *site)
 static void
 emit_history_locked(struct sink *s, const struct nbuf_header_ext *e)
 {
+    /* The symbolizer's lock is taken under this registry's lock only. */
+    struct nbuf_symbolizer *sy = nbuf_symbolizer_open_();
     emit(s, "nbuf:   allocated (tracked allocation #%llu, %s, capacity %zu, requested %zu) at:\n",
          (unsigned long long)e->serial, kind_name(e->kind), e->capacity, e->requested);
-    emit_frames(s, e->alloc_pc, e->alloc_depth, "nbuf:     ");
+    emit_frames(s, sy, e->alloc_pc, e->alloc_depth, "nbuf:     ");
     uint32_t n = e->nsites < NBUF_NSITES ? e->nsites : NBUF_NSITES;
     if (n) {
         emit(s, "nbuf:   last %u of %u retain/release sites, oldest first:\n", n, e->nsites);
         for (uint32_t i = e->nsites - n; i < e->nsites; i++)
-            emit_site(s, &e->sites[i % NBUF_NSITES]);
+            emit_site(s, sy, &e->sites[i % NBUF_NSITES]);
     }
     if (!e->live && e->free_depth) {
         emit(s, "nbuf:   released for the last time at:\n");
-        emit_frames(s, e->free_pc, e->free_depth, "nbuf:     ");
+        emit_frames(s, sy, e->free_pc, e->free_depth, "nbuf:     ");
     }
-    /* The symbolizer's lock is taken under this registry's lock only. */
-    nbuf_symbolizer_close_(s->sy);
-    s->sy = NULL;
-    s->sy_tried = 0;
+    nbuf_symbolizer_close_(sy);
 }
 
 void
